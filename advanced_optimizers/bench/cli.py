@@ -1,0 +1,321 @@
+"""``advopt``: the command-line front end of the harness.
+
+Subcommands: ``compare`` (train methods over seeds, write results, plots and the statistics table),
+``report`` (rebuild table and plots from a results directory), ``methods`` (list what can be
+compared), ``data`` (find or download a dataset and describe it), plus the μP study commands
+(``mu-transfer``, ``coord-check``) when that module is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+EPILOG = """examples:
+  advopt compare                                   # every method, bundled MNIST, MLP, quick preset
+  advopt compare --preset full --methods sgd,adam  # 5 seeds x 15 epochs on the full training set
+  advopt compare --arch cnn --methods adam,fer-adam --epochs 5 --seeds 3
+  advopt compare --opt fer-adam:fer_weight=0.2 --methods adam,fer-adam
+  advopt report --out results/mnist-mlp-quick      # rebuild summary.md and plots from runs/
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.replace(" ", ",").split(",") if part.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    """``"5"`` → seeds 0..4; ``"0,3,7"`` → those seeds."""
+    parts = _csv(text)
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes a count or a comma list of ints, got {text!r}"
+        ) from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise argparse.ArgumentTypeError(f"--seeds count must be >= 1, got {values[0]}")
+        return list(range(values[0]))
+    return values
+
+
+def _option(text: str) -> tuple[str, str, Any]:
+    """``METHOD:KEY=VALUE`` → (method, key, value); VALUE is a Python literal or a plain string."""
+    try:
+        method, assignment = text.split(":", 1)
+        key, raw = assignment.split("=", 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--opt takes METHOD:KEY=VALUE, got {text!r}") from None
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return method.strip(), key.strip(), value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
+    return value
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import PRESETS
+    from .data import DATASETS
+    from .methods import method_summaries
+    from .models import ARCHITECTURES
+
+    listing = "\n".join(f"  {name:<14} {text}" for name, text in method_summaries().items())
+    p = sub.add_parser(
+        "compare",
+        help="train methods over seeds; write results, plots and a statistics table",
+        description=(
+            "Train every chosen method under every seed on one dataset and model, then write\n"
+            "results.json, results.csv, summary.md (mean, std, 95% CI, paired tests against the\n"
+            "sgd/adam baselines) and plots/*.png into --out. Re-running into the same --out resumes:\n"
+            "finished runs are kept, an interrupted run continues from its last epoch.\n\n"
+            f"methods:\n{listing}\n\npresets:\n"
+            + "\n".join(f"  {k:<6} {v}" for k, v in PRESETS.items())
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="quick",
+        help="defaults for --epochs, --seeds, --n-train, --n-test (default: quick)",
+    )
+    p.add_argument(
+        "--methods",
+        type=_csv,
+        default=None,
+        help="comma-separated method names (default: all registered methods)",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="default: mnist (bundled)")
+    p.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="model (default: mlp)")
+    p.add_argument(
+        "--width",
+        type=_positive_int,
+        default=None,
+        help="hidden width (mlp, default 512) or first conv channels (cnn, default 16)",
+    )
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="hidden layers (mlp, default 1) or conv blocks (cnn, default 2)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs per run")
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="a count N (seeds 0..N-1) or a comma list of seeds",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate for every method (default: each method's own default)",
+    )
+    p.add_argument("--momentum", type=float, default=0.9, help="for SGD-based methods (0.9)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="default: 0")
+    p.add_argument(
+        "--n-train",
+        type=_positive_int,
+        default=None,
+        help="use the first N training samples (default: preset)",
+    )
+    p.add_argument(
+        "--n-test",
+        type=_positive_int,
+        default=None,
+        help="use the first N test samples (default: preset)",
+    )
+    p.add_argument(
+        "--opt",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE",
+        help="a method option, e.g. fer-adam:fer_weight=0.2 (repeatable)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="target accuracy for time-to-target (default: the adam/sgd mean final)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the dataset files (default: $ADVOPT_DATA_DIR, ./data, "
+        "~/.cache/advanced_optimizers, bundled MNIST, then download)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: results/<dataset>-<arch>-<preset>)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import PRESETS, Experiment, run_experiment
+    from .report import markdown_table, summarize
+
+    preset = PRESETS[args.preset]
+    options: dict[str, dict[str, Any]] = {}
+    for method, key, value in args.opt:
+        options.setdefault(method, {})[key] = value
+    experiment = Experiment(
+        methods=args.methods or [],
+        dataset=args.dataset,
+        arch=args.arch,
+        width=args.width,
+        depth=args.depth,
+        epochs=args.epochs or preset["epochs"],
+        seeds=args.seeds or preset["seeds"],
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        n_train=args.n_train or preset["n_train"],
+        n_test=args.n_test or preset["n_test"],
+        method_options=options,
+    )
+    out = args.out or Path("results") / f"{args.dataset}-{args.arch}-{args.preset}"
+    runs = run_experiment(experiment, out, data_dir=args.data_dir, progress=not args.no_progress)
+    if args.target is not None:
+        from .compare import environment
+        from .report import write_outputs
+
+        write_outputs(out, experiment, runs, environment(), target=args.target)
+    print(markdown_table(summarize(runs, args.target)))
+    print(
+        f"results: {out / 'results.json'}\n         {out / 'results.csv'}\n"
+        f"table:   {out / 'summary.md'}\nplots:   {out / 'plots'}"
+    )
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rebuild summary.md, results.json/csv and plots from runs/",
+        description="Recompute the statistics table and plots of a results "
+        "directory from its finished runs (runs/*/seed*.json).",
+    )
+    p.add_argument("--out", type=Path, required=True, help="a directory written by compare")
+    p.add_argument("--target", type=float, default=None, help="target accuracy (see compare)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from .compare import Experiment, environment, load_runs
+    from .report import markdown_table, write_outputs
+
+    runs = load_runs(args.out)
+    if not runs:
+        print(f"no finished runs under {args.out / 'runs'}", file=sys.stderr)
+        return 1
+    experiment = Experiment(**json.loads((args.out / "experiment.json").read_text()))
+    summary = write_outputs(args.out, experiment, runs, environment(), target=args.target)
+    print(markdown_table(summary))
+    return 0
+
+
+def _add_methods(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "methods",
+        help="list the registered methods",
+        description="List every method compare can train, with a one-line summary.",
+    )
+    p.set_defaults(func=cmd_methods)
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import get_method, method_summaries
+
+    for name, summary in method_summaries().items():
+        print(f"{name:<14} lr={get_method(name).default_lr:<8g} {summary}")
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    from .data import DATASETS
+
+    p = sub.add_parser(
+        "data",
+        help="find (or download) a dataset and describe it",
+        description="Locate a dataset as compare would (downloading it if allowed) "
+        "and print its sizes.",
+    )
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--data-dir", default=None, help="see compare --data-dir")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.set_defaults(func=cmd_data)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, download_ok=not args.no_download)
+    print(
+        f"{ds.name}: train {tuple(ds.x_train.shape)}, test {tuple(ds.x_test.shape)}, "
+        f"{ds.num_classes} classes"
+    )
+    return 0
+
+
+_EXTENSIONS = ("advanced_optimizers.bench.mup_study",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advopt",
+        description="Train and compare advanced optimizers (FER, Gradient Correction, SigProp, "
+        "LoCal+SGD, muP) against SGD and Adam, over several seeds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_compare, _add_report, _add_methods, _add_data):
+        add(sub)
+    for name in _EXTENSIONS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"advopt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Datasets for the harness: MNIST (bundled), Fashion-MNIST and CIFAR-10, held in memory as tensors."""
+
+from .dataset import DATASETS, Dataset, load_dataset
+from .formats import DataFormatError, read_cifar_batch, read_idx
+from .sources import CATALOG, DataNotFoundError
+
+__all__ = [
+    "CATALOG",
+    "DATASETS",
+    "DataFormatError",
+    "DataNotFoundError",
+    "Dataset",
+    "load_dataset",
+    "read_cifar_batch",
+    "read_idx",
+]

@@ -1,0 +1,156 @@
+"""In-memory datasets held as tensors, sliced into shuffled mini-batches that carry sample indices.
+
+Images are scaled to [0, 1] and normalised per channel with the training set's mean and std. The
+train/test split is the dataset's official one. Batches are index slices of one tensor: no
+per-sample Python work, no DataLoader. The shuffling order of epoch ``e`` under seed ``s`` depends on
+``(s, e)`` only, so every method sees the same data order for the same seed and a resumed run
+continues with the order it would have had.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..._validation import check_choice, check_int
+from ..methods import Batch
+from .formats import DataFormatError, read_cifar_batch, read_idx
+from .sources import CATALOG, DataNotFoundError, candidate_dirs, download, locate, not_found_message
+
+__all__ = ["DATASETS", "Dataset", "load_dataset"]
+
+DATASETS = tuple(CATALOG)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test tensors of one dataset. ``x_*``: (N, C, H, W) float32; ``y_*``: (N,) int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.y_test)
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
+        """The first ``n_train`` / ``n_test`` samples (a fixed, reproducible subset)."""
+        n_train = self.n_train if n_train is None else check_int("n_train", n_train, 1)
+        n_test = self.n_test if n_test is None else check_int("n_test", n_test, 1)
+        return Dataset(
+            self.name,
+            self.x_train[:n_train],
+            self.y_train[:n_train],
+            self.x_test[:n_test],
+            self.y_test[:n_test],
+            self.num_classes,
+        )
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        """The permutation of training indices used in ``epoch`` under ``seed``."""
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        return torch.randperm(self.n_train, generator=generator)
+
+    def train_batches(self, batch_size: int, seed: int = 0, epoch: int = 1) -> Iterator[Batch]:
+        """Shuffled training batches ``Batch(x, y, index)``; the last one may be smaller."""
+        check_int("batch_size", batch_size, 1)
+        order = self.epoch_order(seed, epoch)
+        for start in range(0, self.n_train, batch_size):
+            index = order[start : start + batch_size]
+            yield Batch(self.x_train[index], self.y_train[index], index)
+
+    def test_batches(self, batch_size: int = 1000) -> Iterator[Batch]:
+        """Test batches in order."""
+        for start in range(0, self.n_test, batch_size):
+            index = torch.arange(start, min(start + batch_size, self.n_test))
+            yield Batch(self.x_test[start : start + batch_size], self.y_test[index], index)
+
+
+def _normalise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, C, H, W) → float32 in [0, 1], standardised per channel by the training set."""
+    train_f = torch.from_numpy(train).float().div_(255.0)
+    test_f = torch.from_numpy(test).float().div_(255.0)
+    mean = train_f.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_f.std(dim=(0, 2, 3), keepdim=True)
+    return (train_f - mean) / std, (test_f - mean) / std
+
+
+def _check_split(images: np.ndarray, labels: np.ndarray, what: str, num_classes: int) -> None:
+    if len(images) != len(labels):
+        raise DataFormatError(f"{what}: {len(images)} images but {len(labels)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataFormatError(
+            f"{what}: labels must be in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+        )
+
+
+def _load_idx(files: dict[str, os.PathLike]) -> tuple[np.ndarray, ...]:
+    x_train = read_idx(files["train-images-idx3-ubyte.gz"], expected_ndim=3)[:, None]
+    y_train = read_idx(files["train-labels-idx1-ubyte.gz"], expected_ndim=1).astype(np.int64)
+    x_test = read_idx(files["t10k-images-idx3-ubyte.gz"], expected_ndim=3)[:, None]
+    y_test = read_idx(files["t10k-labels-idx1-ubyte.gz"], expected_ndim=1).astype(np.int64)
+    return x_train, y_train, x_test, y_test
+
+
+def _load_cifar(files: dict[str, os.PathLike]) -> tuple[np.ndarray, ...]:
+    parts = [read_cifar_batch(files[f"data_batch_{i}"]) for i in range(1, 6)]
+    x_test, y_test = read_cifar_batch(files["test_batch"])
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    return x_train, y_train, x_test, y_test
+
+
+_READERS = {"mnist": _load_idx, "fashion-mnist": _load_idx, "cifar10": _load_cifar}
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: str | os.PathLike | None = None,
+    download_ok: bool = True,
+    progress: bool = True,
+    check_sums: bool = True,
+) -> Dataset:
+    """Load ``name`` (``'mnist'``, ``'fashion-mnist'`` or ``'cifar10'``) into memory.
+
+    Files are searched as described in :mod:`.sources` (explicit dir, usual layouts, the bundled
+    MNIST) and downloaded with SHA-256 verification when missing and ``download_ok``.
+    ``check_sums=False`` skips the SHA-256 check of local files (for your own copies or test files;
+    downloads are always checked). Raises :class:`DataNotFoundError` naming the needed files when
+    they cannot be had, and :class:`DataFormatError` for corrupt files.
+    """
+    check_choice("name", name, DATASETS)
+    spec = CATALOG[name]
+    files = locate(spec, data_dir, check_sums)
+    if files is None:
+        searched = candidate_dirs(spec, data_dir)
+        if not download_ok:
+            raise DataNotFoundError(not_found_message(spec, searched, "download disabled"))
+        try:
+            directory = download(spec, data_dir, progress)
+        except DataNotFoundError as exc:
+            raise DataNotFoundError(not_found_message(spec, searched, str(exc))) from exc
+        files = locate(spec, directory)
+        if files is None:  # pragma: no cover - download() guarantees the files
+            raise DataNotFoundError(not_found_message(spec, [directory], "download incomplete"))
+    x_train, y_train, x_test, y_test = _READERS[name](files)
+    num_classes = 10
+    _check_split(x_train, y_train, f"{name} train", num_classes)
+    _check_split(x_test, y_test, f"{name} test", num_classes)
+    xtr, xte = _normalise(x_train, x_test)
+    return Dataset(name, xtr, torch.from_numpy(y_train), xte, torch.from_numpy(y_test), num_classes)

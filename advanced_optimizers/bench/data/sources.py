@@ -1,0 +1,269 @@
+"""Where each dataset's files come from: local directories first, then the bundled copy, then the web.
+
+Search order for a dataset's files:
+
+1. an explicit directory (``data_dir`` argument, ``--data-dir``, or ``$ADVOPT_DATA_DIR``), searched
+   with the usual layouts below it;
+2. the usual local layouts under ``./data`` and ``~/.cache/advanced_optimizers``: ``<root>``,
+   ``<root>/<name>``, ``<root>/MNIST/raw``, ``<root>/FashionMNIST/raw``, ``<root>/cifar-10-batches-py``,
+   and ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
+3. the copy bundled with this package (real MNIST, checked against its SHA-256 sums);
+4. a download from the official mirrors, with a progress bar and SHA-256 verification, into the
+   explicit directory or the cache. The file is written to a temporary name and renamed only once
+   verified, so a failed or interrupted download leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .formats import DataFormatError, sha256_of
+
+__all__ = [
+    "BUNDLED_DIR",
+    "CATALOG",
+    "DataNotFoundError",
+    "DatasetFiles",
+    "candidate_dirs",
+    "download_file",
+    "locate",
+]
+
+BUNDLED_DIR = Path(__file__).parent / "_bundled"
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's files are not on this machine and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files a dataset needs, their SHA-256 sums and where to download them."""
+
+    name: str
+    files: tuple[str, ...]
+    sha256: dict[str, str]
+    mirrors: tuple[str, ...]
+    subdirs: tuple[str, ...]
+    archive: str | None = None  # downloaded as one archive that unpacks into `archive_dir`
+    archive_dir: str | None = None
+
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+CATALOG: dict[str, DatasetFiles] = {
+    "mnist": DatasetFiles(
+        name="mnist",
+        files=_IDX_FILES,
+        sha256={
+            "train-images-idx3-ubyte.gz": (
+                "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971"
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203"
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be"
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b"
+            ),
+        },
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://yann.lecun.com/exdb/mnist/",
+        ),
+        subdirs=("", "mnist", "MNIST/raw"),
+    ),
+    "fashion-mnist": DatasetFiles(
+        name="fashion-mnist",
+        files=_IDX_FILES,
+        sha256={
+            "train-images-idx3-ubyte.gz": (
+                "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc"
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc"
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229"
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf"
+            ),
+        },
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        subdirs=("", "fashion-mnist", "FashionMNIST/raw"),
+    ),
+    "cifar10": DatasetFiles(
+        name="cifar10",
+        files=(
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+            "test_batch",
+        ),
+        sha256={
+            "cifar-10-python.tar.gz": (
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+            ),
+        },
+        mirrors=("https://www.cs.toronto.edu/~kriz/",),
+        subdirs=("cifar-10-batches-py", "cifar10/cifar-10-batches-py", ""),
+        archive="cifar-10-python.tar.gz",
+        archive_dir="cifar-10-batches-py",
+    ),
+}
+
+
+def default_roots() -> list[Path]:
+    return [Path.cwd() / "data", Path.home() / ".cache" / "advanced_optimizers"]
+
+
+def explicit_root(data_dir: str | os.PathLike | None) -> Path | None:
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("ADVOPT_DATA_DIR")
+    return Path(env).expanduser() if env else None
+
+
+def candidate_dirs(spec: DatasetFiles, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Directories searched for ``spec``'s files, in order (the bundled copy last)."""
+    root = explicit_root(data_dir)
+    roots = [root] if root is not None else default_roots()
+    dirs = [r / sub if sub else r for r in roots for sub in spec.subdirs]
+    if spec.name == "fashion-mnist" and root is None:
+        dirs.append(DEBIAN_FASHION_DIR)
+    if spec.name == "mnist":
+        dirs.append(BUNDLED_DIR / "mnist")
+    return dirs
+
+
+def _find_file(directory: Path, name: str) -> Path | None:
+    """``name`` in ``directory``, also accepting the uncompressed form of a ``.gz`` name."""
+    for candidate in (name, name.removesuffix(".gz")):
+        path = directory / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+def verify(path: Path, expected: str | None) -> None:
+    """Raise if ``path`` is a known file whose SHA-256 is not ``expected``."""
+    if expected is None or not path.name.endswith(".gz"):
+        return  # uncompressed copies have no published sum; their format checks still apply
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataFormatError(
+            f"{path}: SHA-256 mismatch (expected {expected}, got {actual}); the file is corrupt "
+            "or not the official one — delete it and let it be downloaded again"
+        )
+
+
+def locate(
+    spec: DatasetFiles, data_dir: str | os.PathLike | None = None, check_sums: bool = True
+) -> dict[str, Path] | None:
+    """The first directory holding all of ``spec.files`` (SHA-256 checked); ``None`` if none."""
+    for directory in candidate_dirs(spec, data_dir):
+        found = {name: _find_file(directory, name) for name in spec.files}
+        if all(found.values()):
+            for name, path in found.items():
+                verify(path, spec.sha256.get(name) if check_sums else None)
+            return found  # type: ignore[return-value]
+    return None
+
+
+def download_file(
+    url: str, target: Path, sha256: str | None, progress: bool = True, timeout: float = 30.0
+) -> Path:
+    """Download ``url`` to ``target`` atomically; verify the SHA-256 before the final rename."""
+    from tqdm.auto import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress
+            ) as bar:
+                while block := resp.read(1 << 16):
+                    out.write(block)
+                    bar.update(len(block))
+        if sha256 is not None and (actual := sha256_of(tmp)) != sha256:
+            raise DataFormatError(f"{url}: SHA-256 mismatch (expected {sha256}, got {actual})")
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download_from_mirrors(name: str, spec: DatasetFiles, target_dir: Path, progress: bool) -> None:
+    errors = []
+    for mirror in spec.mirrors:
+        try:
+            download_file(mirror + name, target_dir / name, spec.sha256.get(name), progress)
+            return
+        except (urllib.error.URLError, OSError, DataFormatError) as exc:
+            errors.append(f"{mirror}{name}: {exc}")
+    raise DataNotFoundError("download failed:\n  " + "\n  ".join(errors))
+
+
+def _safe_extract(archive: Path, into: Path) -> None:
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+
+
+def download(spec: DatasetFiles, data_dir: str | os.PathLike | None, progress: bool = True) -> Path:
+    """Download ``spec`` into the explicit directory (or the cache); return the directory of files."""
+    root = explicit_root(data_dir) or default_roots()[1]
+    if spec.archive is None:
+        target = root if explicit_root(data_dir) else root / spec.name
+        for name in spec.files:
+            if _find_file(target, name) is None:
+                _download_from_mirrors(name, spec, target, progress)
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(root)))
+    try:
+        _download_from_mirrors(spec.archive, spec, staging, progress)
+        _safe_extract(staging / spec.archive, staging)
+        final = root / spec.archive_dir
+        if not final.exists():
+            os.replace(staging / spec.archive_dir, final)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def not_found_message(spec: DatasetFiles, searched: Iterable[Path], reason: str) -> str:
+    where = "\n  ".join(str(p) for p in searched)
+    files = ", ".join((spec.archive and [spec.archive]) or spec.files)
+    return (
+        f"dataset {spec.name!r} not found ({reason}).\n"
+        f"It needs the files: {', '.join(spec.files)}.\n"
+        f"Searched:\n  {where}\n"
+        f"Put them in one of those directories (or pass --data-dir / set ADVOPT_DATA_DIR), "
+        f"or allow a download of {files} from {', '.join(spec.mirrors)}."
+    )

@@ -1,0 +1,180 @@
+"""The one interface through which a training method plugs into the harness, and its registry.
+
+A method says how to build the model and its optimizer, how to compute the loss of a batch, what to
+do at epoch boundaries and how to predict. The training loop (``train.py``) only ever calls these
+hooks, so it has no per-algorithm branches. Everything a method must remember between steps lives in
+the model's or the optimizer's ``state_dict()`` (that is what makes resume exact); a ``Method``
+object holds configuration only.
+
+Adding a method: subclass :class:`Method` in a module of ``advanced_optimizers.bench.plugins``
+(every module there is imported on first use of the registry) and decorate it with
+:func:`register`::
+
+    @register
+    class MyMethod(Method):
+        name = "my-method"
+        summary = "one line for --help"
+        default_lr = 1e-3
+
+        def build_optimizer(self, model, setup):
+            return MyOptimizer(model.parameters(), lr=setup.lr)
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import ModelSpec
+
+__all__ = [
+    "Batch",
+    "EpochInfo",
+    "Method",
+    "Setup",
+    "available_methods",
+    "get_method",
+    "method_summaries",
+    "register",
+]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch: inputs, integer labels and each sample's index in the training set."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """Where training is: ``epoch`` is 1-based, ``epochs`` the total planned."""
+
+    epoch: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a method may need to build its optimizer."""
+
+    lr: float
+    epochs: int
+    steps_per_epoch: int
+    n_train: int
+    num_classes: int
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of a training method. The defaults describe plain cross-entropy training.
+
+    Subclasses set ``name``, ``summary`` and ``default_lr`` and override what they change. Keyword
+    options (``advopt compare --opt key=value``) go to ``__init__``; subclasses that take options
+    declare them as keyword arguments, so an unknown option is a ``TypeError`` naming it.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 1e-3
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"method {self.name!r} takes no options, got {sorted(options)}")
+        self.options: dict[str, Any] = {}
+
+    # -- construction -------------------------------------------------------------------------
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        """The model this method trains for ``spec`` (default: the harness model itself)."""
+        return spec.build()
+
+    def build_optimizer(self, model: nn.Module, setup: Setup) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    # -- training -----------------------------------------------------------------------------
+    def start_epoch(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, info: EpochInfo
+    ) -> None:
+        """Called before the first batch of each epoch."""
+
+    def batch_loss(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, info: EpochInfo
+    ) -> torch.Tensor:
+        """The scalar to ``backward()`` for one batch (default: cross-entropy of ``model(x)``)."""
+        return F.cross_entropy(model(batch.x), batch.y)
+
+    def end_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        info: EpochInfo,
+        train_loss: float,
+    ) -> dict[str, float]:
+        """Called after the last batch of each epoch; returns extra metrics to record."""
+        return {}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x`` (called under ``torch.no_grad()`` in eval mode)."""
+        return model(x)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(self.options)}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+_PLUGINS_LOADED = False
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a :class:`Method` subclass to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} must set a non-empty class attribute 'name'")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    from . import plugins
+
+    for module in sorted(pkgutil.iter_modules(plugins.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{plugins.__name__}.{module.name}")
+    _PLUGINS_LOADED = True
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods, in registration order (baselines first)."""
+    _load_plugins()
+    return list(_REGISTRY)
+
+
+def method_summaries() -> dict[str, str]:
+    _load_plugins()
+    return {name: cls.summary for name, cls in _REGISTRY.items()}
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate the registered method ``name`` with its keyword ``options``."""
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(_REGISTRY)}; got {name!r}")
+    return _REGISTRY[name](**options)

@@ -1,0 +1,1 @@
+"""Method plugins: every module here is imported by the registry and registers its methods."""
