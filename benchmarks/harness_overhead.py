@@ -58,12 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         for store, fn in pair if rep % 2 == 0 else reversed(pair):
             store.append(fn(dataset, config))
     ratio = statistics.median(harness) / statistics.median(bare)
-    print(f"Adam, MNIST MLP 784-512-10, {dataset.n_train} samples/epoch, batch 128, "
-          f"{args.reps} interleaved reps, torch threads {torch.get_num_threads()}")
-    print(f"harness s/epoch: {', '.join(f'{s:.2f}' for s in harness)}  (median "
-          f"{statistics.median(harness):.2f})")
-    print(f"bare    s/epoch: {', '.join(f'{s:.2f}' for s in bare)}  (median "
-          f"{statistics.median(bare):.2f})")
+    print(
+        f"Adam, MNIST MLP 784-512-10, {dataset.n_train} samples/epoch, batch 128, "
+        f"{args.reps} interleaved reps, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"harness s/epoch: {', '.join(f'{s:.2f}' for s in harness)}  (median "
+        f"{statistics.median(harness):.2f})"
+    )
+    print(
+        f"bare    s/epoch: {', '.join(f'{s:.2f}' for s in bare)}  (median "
+        f"{statistics.median(bare):.2f})"
+    )
     met = ratio <= GOAL
     print(f"harness / bare = {ratio:.3f}   goal <= {GOAL:.2f}: {'MET' if met else 'MISSED'}")
     return 0 if met else 1
