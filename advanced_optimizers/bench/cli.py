@@ -222,6 +222,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="a directory written by compare")
     p.add_argument("--target", type=float, default=None, help="target accuracy (see compare)")
+    p.add_argument(
+        "--no-write",
+        action="store_true",
+        help="only print the table; leave the directory's files as they are",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -229,12 +234,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
 
     from .compare import Experiment, environment, load_runs
-    from .report import markdown_table, write_outputs
+    from .report import markdown_table, summarize, write_outputs
 
     runs = load_runs(args.out)
     if not runs:
         print(f"no finished runs under {args.out / 'runs'}", file=sys.stderr)
         return 1
+    if args.no_write:
+        print(markdown_table(summarize(runs, args.target)))
+        return 0
     experiment = Experiment(**json.loads((args.out / "experiment.json").read_text()))
     summary = write_outputs(args.out, experiment, runs, environment(), target=args.target)
     print(markdown_table(summary))

@@ -1,7 +1,9 @@
 """PNG plots of a comparison: one line per method (mean over seeds) with a band (min–max over seeds).
 
 * ``curves.png``: test accuracy and training loss, each against epoch and against training time;
-* ``flips.png``: correct→wrong flips per epoch, and the wrongly flipped samples (WFS) at the end.
+* ``flips.png``: correct→wrong flips per epoch, and the wrongly flipped samples (WFS) at the end;
+* ``summary.png``: final accuracy against training time per epoch (mean and 95% CI over seeds, the
+  accuracy/cost trade-off at a glance), and epochs to the target accuracy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_write
+from .methods import available_methods
 from .metrics import flip_metrics
 from .train import RunResult
 
@@ -32,7 +35,8 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 
 def _band(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, log: bool = False) -> None:
-    for color, (method, rows) in zip(_colors(), frame.groupby("method", sort=False), strict=False):
+    for method, rows in frame.groupby("method", sort=False):
+        color = _color(method)
         by_epoch = rows.groupby("epoch")
         xs = by_epoch[x].mean()
         ys = by_epoch[y]
@@ -45,8 +49,11 @@ def _band(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, log: bool = False) 
     ax.grid(alpha=0.3)
 
 
-def _colors() -> list:
-    return [plt.get_cmap("tab10")(i % 10) for i in range(64)]
+def _color(method: str) -> tuple:
+    """A method's colour, the same in every plot: by its place in the registry."""
+    names = available_methods()
+    index = names.index(method) if method in names else len(names) + hash(method) % 10
+    return plt.get_cmap("tab10")(index % 10)
 
 
 def plot_curves(frame: pd.DataFrame, path: Path) -> Path:
@@ -80,7 +87,8 @@ def plot_flips(runs: Sequence[RunResult], path: Path) -> Path:
     for run in runs:
         methods.setdefault(run.config.method, []).append(flip_metrics(run.correct))
     names = list(methods)
-    for color, name in zip(_colors(), names, strict=False):
+    for name in names:
+        color = _color(name)
         flips = np.array([m["flips_per_epoch"] for m in methods[name]], dtype=float)
         if flips.shape[1]:
             epochs = np.arange(2, flips.shape[1] + 2)
@@ -93,7 +101,10 @@ def plot_flips(runs: Sequence[RunResult], path: Path) -> Path:
         left.legend(fontsize=8)
     wfs = [np.array([m["wfs"] for m in methods[n]], dtype=float) for n in names]
     right.bar(
-        names, [w.mean() for w in wfs], yerr=[w.std() for w in wfs], color=_colors()[: len(names)]
+        names,
+        [w.mean() for w in wfs],
+        yerr=[w.std() for w in wfs],
+        color=[_color(n) for n in names],
     )
     right.set_ylabel("wrongly flipped samples at the end (WFS)")
     right.tick_params(axis="x", rotation=30)
@@ -101,6 +112,62 @@ def plot_flips(runs: Sequence[RunResult], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_all(frame: pd.DataFrame, runs: Sequence[RunResult], out: Path) -> list[Path]:
+def _ci_halfwidth(stat: dict) -> float:
+    return (stat["ci_high"] - stat["ci_low"]) / 2 if stat["n"] > 1 else 0.0
+
+
+def plot_summary(summary: dict, path: Path) -> Path:
+    """Accuracy vs. cost per method, and epochs to the target accuracy (never reached: no bar)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    names = list(summary["methods"])
+    colors = [_color(n) for n in names]
+    for color, name in zip(colors, names, strict=True):
+        s = summary["methods"][name]
+        left.errorbar(
+            s["sec_per_epoch"]["mean"],
+            100 * s["final_acc"]["mean"],
+            xerr=_ci_halfwidth(s["sec_per_epoch"]),
+            yerr=100 * _ci_halfwidth(s["final_acc"]),
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=name,
+        )
+    left.set_xlabel("training seconds per epoch")
+    left.set_ylabel("final test accuracy (%)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    epochs = [summary["methods"][n]["epochs_to_target"] for n in names]
+    means = [e["mean"] if np.isfinite(e["mean"]) else 0.0 for e in epochs]
+    right.bar(
+        names,
+        means,
+        yerr=[_ci_halfwidth(e) if e["n"] > 1 else 0 for e in epochs],
+        color=colors[: len(names)],
+        capsize=3,
+    )
+    for i, name in enumerate(names):
+        s = summary["methods"][name]
+        right.annotate(
+            f"{s['reached_target']}/{len(s['seeds'])}",
+            (i, means[i]),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    right.set_ylabel(f"epochs to {100 * summary['target']['accuracy']:.2f}% (seeds reaching it)")
+    right.tick_params(axis="x", rotation=30)
+    right.grid(alpha=0.3, axis="y")
+    fig.suptitle("mean and 95% CI over seeds")
+    return save_figure(fig, path)
+
+
+def plot_all(
+    frame: pd.DataFrame, runs: Sequence[RunResult], summary: dict, out: Path
+) -> list[Path]:
     """Every plot of a comparison into directory ``out``."""
-    return [plot_curves(frame, out / "curves.png"), plot_flips(runs, out / "flips.png")]
+    return [
+        plot_curves(frame, out / "curves.png"),
+        plot_flips(runs, out / "flips.png"),
+        plot_summary(summary, out / "summary.png"),
+    ]

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .atomic import write_json, write_text
+from .methods import available_methods
 from .metrics import flip_metrics
 from .stats import holm, mean_ci, paired_test, time_to_target
 from .train import RunResult
@@ -47,8 +48,10 @@ def epoch_frame(runs: Sequence[RunResult]) -> pd.DataFrame:
 
 
 def _by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    """Runs grouped by method, methods in registry order (baselines first), runs by seed."""
+    order = {name: i for i, name in enumerate(available_methods())}
     grouped: dict[str, list[RunResult]] = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: order.get(r.config.method, len(order))):
         grouped.setdefault(run.config.method, []).append(run)
     for group in grouped.values():
         group.sort(key=lambda r: r.config.seed)
@@ -213,5 +216,5 @@ def write_outputs(
     frame = epoch_frame(runs)
     write_text(out / "results.csv", frame.to_csv(index=False))
     write_text(out / "summary.md", markdown_table(summary))
-    plot_all(frame, runs, out / "plots")
+    plot_all(frame, runs, summary, out / "plots")
     return summary
