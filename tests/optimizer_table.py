@@ -1,0 +1,110 @@
+"""The table the contract suite is generated from: one entry per algorithm and base optimizer.
+
+Like ``torch/testing/_internal/common_optimizers.py``, each entry says how to build a small model and
+its optimizer, how to compute a batch's loss, which hyperparameters must be rejected, and what it
+supports; ``test_contract.py`` generates the same checks for every entry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IN_SHAPE = (1, 4, 4)
+CLASSES = 3
+BATCH = 12
+
+
+def tiny_mlp(dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """Flatten → 16-8-8-3 MLP (three Linear layers, so layer-wise methods have layers to split)."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, CLASSES)
+    ).to(dtype)
+
+
+def batches(n: int, dtype: torch.dtype = torch.float32, seed: int = 0):
+    """``n`` fixed batches (x, y, index) of a learnable toy problem; indices cover 0..n*BATCH-1."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        y = torch.randint(0, CLASSES, (BATCH,), generator=g)
+        x = torch.randn(BATCH, *IN_SHAPE, generator=g)
+        x[:, 0, 0, :] += 2.0 * y[:, None]
+        out.append((x.to(dtype), y, torch.arange(i * BATCH, (i + 1) * BATCH)))
+    return out
+
+
+def ce_loss(model: nn.Module, optimizer: Any, x, y, index, epoch: int) -> torch.Tensor:
+    return F.cross_entropy(model(x).float(), y)
+
+
+@dataclass
+class Entry:
+    """How to exercise one optimizer.
+
+    ``build(dtype)`` returns a fresh (model, optimizer) from a fixed seed; ``loss`` computes a batch's
+    loss (algorithm-specific losses live here); ``end_epoch`` is the optimizer's epoch hook, if any
+    (called every ``steps_per_epoch`` steps); ``invalid`` lists constructor calls that must raise,
+    as (call, exception type, words the message must contain); ``nonfinite`` is the documented policy
+    for a non-finite gradient: "skip" (warn, change nothing) or "raise".
+    """
+
+    name: str
+    build: Callable[[torch.dtype], tuple[nn.Module, torch.optim.Optimizer]]
+    loss: Callable[..., torch.Tensor] = ce_loss
+    end_epoch: Callable[[nn.Module, Any, float], None] | None = None
+    invalid: list[tuple[Callable[[], Any], type[Exception], str]] = field(default_factory=list)
+    nonfinite: str | None = None
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16)
+    steps_per_epoch: int = 2
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _seeded(fn: Callable[[torch.dtype], tuple[nn.Module, torch.optim.Optimizer]]):
+    def build(dtype: torch.dtype = torch.float32):
+        torch.manual_seed(0)
+        return fn(dtype)
+
+    return build
+
+
+def _torch_entry(name: str, cls: type, **kwargs: Any) -> Entry:
+    shared = torch.nn.Parameter(torch.zeros(2))
+
+    def build(dtype):
+        model = tiny_mlp(dtype)
+        return model, cls(model.parameters(), **kwargs)
+
+    return Entry(
+        name,
+        _seeded(build),
+        invalid=[
+            (
+                lambda: cls([torch.zeros(1, requires_grad=True)], lr=-1.0),
+                ValueError,
+                "learning rate",
+            ),
+            (lambda: cls([], lr=0.1), ValueError, "empty parameter list"),
+            (
+                lambda: cls([{"params": [shared]}, {"params": [shared]}], lr=0.1),
+                ValueError,
+                "more than one parameter group",
+            ),
+        ],
+    )
+
+
+NAN = math.nan
+
+ENTRIES: list[Entry] = [
+    _torch_entry("torch-sgd", torch.optim.SGD, lr=0.1, momentum=0.9),
+    _torch_entry("torch-adam", torch.optim.Adam, lr=1e-2),
+]
