@@ -108,6 +108,22 @@ def test_checksum_mismatch_of_known_file(tmp_path: Path) -> None:
         )
 
 
+def test_recompressed_and_uncompressed_copies_pass_by_content(tmp_path: Path) -> None:
+    official = sources.BUNDLED_DIR / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    accepted = CATALOG["mnist"].sha256["t10k-labels-idx1-ubyte.gz"]
+    content = gzip.decompress(official.read_bytes())
+    plain = tmp_path / "t10k-labels-idx1-ubyte"
+    plain.write_bytes(content)
+    again = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    again.write_bytes(gzip.compress(content, compresslevel=1, mtime=0))  # other bytes, same data
+    assert _sha(again) != _sha(official)
+    sources.verify(plain, accepted)
+    sources.verify(again, accepted)
+    plain.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))  # one label changed
+    with pytest.raises(DataFormatError, match="SHA-256 mismatch"):
+        sources.verify(plain, accepted)
+
+
 def test_bundled_mnist_is_real_and_verified() -> None:
     spec = CATALOG["mnist"]
     for name in spec.files:
@@ -194,7 +210,7 @@ def test_download_idx_verifies_and_loads(tmp_path: Path, monkeypatch: pytest.Mon
         spec = DatasetFiles(
             "fashion-mnist",
             CATALOG["fashion-mnist"].files,
-            {n: _sha(mirror / n) for n in CATALOG["fashion-mnist"].files},
+            {n: (_sha(mirror / n),) for n in CATALOG["fashion-mnist"].files},
             (url,),
             ("",),
         )
@@ -213,7 +229,7 @@ def test_download_checksum_mismatch_leaves_nothing(
         spec = DatasetFiles(
             "fashion-mnist",
             CATALOG["fashion-mnist"].files,
-            {n: "0" * 64 for n in CATALOG["fashion-mnist"].files},
+            {n: ("0" * 64,) for n in CATALOG["fashion-mnist"].files},
             (url,),
             ("",),
         )
@@ -248,7 +264,7 @@ def test_download_cifar_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         spec = DatasetFiles(
             "cifar10",
             base.files,
-            {"cifar-10-python.tar.gz": _sha(mirror / "cifar-10-python.tar.gz")},
+            {"cifar-10-python.tar.gz": (_sha(mirror / "cifar-10-python.tar.gz"),)},
             (url,),
             base.subdirs,
             base.archive,

@@ -15,6 +15,8 @@ Search order for a dataset's files:
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import shutil
 import tarfile
@@ -51,7 +53,9 @@ class DatasetFiles:
 
     name: str
     files: tuple[str, ...]
-    sha256: dict[str, str]
+    sha256: dict[
+        str, tuple[str, ...]
+    ]  # accepted SHA-256 of the file or of its decompressed content
     mirrors: tuple[str, ...]
     subdirs: tuple[str, ...]
     archive: str | None = None  # downloaded as one archive that unpacks into `archive_dir`
@@ -71,16 +75,20 @@ CATALOG: dict[str, DatasetFiles] = {
         files=_IDX_FILES,
         sha256={
             "train-images-idx3-ubyte.gz": (
-                "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971"
+                "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             ),
             "train-labels-idx1-ubyte.gz": (
-                "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203"
+                "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
             ),
             "t10k-images-idx3-ubyte.gz": (
-                "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be"
+                "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
             ),
             "t10k-labels-idx1-ubyte.gz": (
-                "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b"
+                "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
             ),
         },
         mirrors=(
@@ -94,16 +102,16 @@ CATALOG: dict[str, DatasetFiles] = {
         files=_IDX_FILES,
         sha256={
             "train-images-idx3-ubyte.gz": (
-                "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc"
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
             ),
             "train-labels-idx1-ubyte.gz": (
-                "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc"
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
             ),
             "t10k-images-idx3-ubyte.gz": (
-                "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229"
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
             ),
             "t10k-labels-idx1-ubyte.gz": (
-                "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf"
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
             ),
         },
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
@@ -121,7 +129,7 @@ CATALOG: dict[str, DatasetFiles] = {
         ),
         sha256={
             "cifar-10-python.tar.gz": (
-                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
             ),
         },
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
@@ -164,15 +172,40 @@ def _find_file(directory: Path, name: str) -> Path | None:
     return None
 
 
-def verify(path: Path, expected: str | None) -> None:
-    """Raise if ``path`` is a known file whose SHA-256 is not ``expected``."""
-    if expected is None or not path.name.endswith(".gz"):
-        return  # uncompressed copies have no published sum; their format checks still apply
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def gunzipped_sha256(path: Path) -> str:
+    """SHA-256 of a gzip file's decompressed content."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except (OSError, EOFError) as exc:
+        raise DataFormatError(f"{path}: corrupt or truncated gzip file ({exc})") from exc
+    return digest.hexdigest()
+
+
+def verify(path: Path, accepted: tuple[str, ...] | None) -> None:
+    """Raise unless the SHA-256 of ``path`` (or of its decompressed content) is ``accepted``.
+
+    Accepting the content's sum as well as the archive's lets re-compressed copies (Debian's) and
+    uncompressed copies of the official files pass, while any change to the data fails.
+    """
+    if not accepted:
+        return
     actual = sha256_of(path)
-    if actual != expected:
+    if actual in accepted:
+        return
+    if _is_gzip(path):
+        actual = gunzipped_sha256(path)
+    if actual not in accepted:
         raise DataFormatError(
-            f"{path}: SHA-256 mismatch (expected {expected}, got {actual}); the file is corrupt "
-            "or not the official one — delete it and let it be downloaded again"
+            f"{path}: SHA-256 mismatch (expected one of {', '.join(accepted)}, got {actual}); the "
+            "file is corrupt or not the official one — delete it and let it be downloaded again"
         )
 
 
@@ -190,7 +223,11 @@ def locate(
 
 
 def download_file(
-    url: str, target: Path, sha256: str | None, progress: bool = True, timeout: float = 30.0
+    url: str,
+    target: Path,
+    accepted: tuple[str, ...] | None,
+    progress: bool = True,
+    timeout: float = 30.0,
 ) -> Path:
     """Download ``url`` to ``target`` atomically; verify the SHA-256 before the final rename."""
     from tqdm.auto import tqdm
@@ -207,8 +244,10 @@ def download_file(
                 while block := resp.read(1 << 16):
                     out.write(block)
                     bar.update(len(block))
-        if sha256 is not None and (actual := sha256_of(tmp)) != sha256:
-            raise DataFormatError(f"{url}: SHA-256 mismatch (expected {sha256}, got {actual})")
+        try:
+            verify(tmp, accepted)
+        except DataFormatError as exc:
+            raise DataFormatError(f"{url}: {exc}") from None
         os.replace(tmp, target)
         return target
     finally:
