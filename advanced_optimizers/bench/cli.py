@@ -176,7 +176,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import PRESETS, Experiment, run_experiment
+    from .distributed import init_from_env, is_main
     from .report import markdown_table, summarize
+
+    init_from_env()
 
     preset = PRESETS[args.preset]
     options: dict[str, dict[str, Any]] = {}
@@ -200,6 +203,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     out = args.out or Path("results") / f"{args.dataset}-{args.arch}-{args.preset}"
     runs = run_experiment(experiment, out, data_dir=args.data_dir, progress=not args.no_progress)
+    if not is_main():
+        return 0
     if args.target is not None:
         from .compare import environment
         from .report import write_outputs

@@ -31,6 +31,7 @@ import torch
 from .._validation import check_int
 from .atomic import write_json
 from .data import DATASETS, Dataset, load_dataset
+from .distributed import barrier, is_main, world_size
 from .methods import available_methods, get_method
 from .models import ARCHITECTURES
 from .train import RunConfig, RunResult, train_run
@@ -109,6 +110,7 @@ class Experiment:
 def environment() -> dict[str, Any]:
     """Where the numbers were measured."""
     return {
+        "world_size": world_size(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -154,8 +156,10 @@ def run_experiment(
     from .report import write_outputs
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "experiment.json", experiment.to_dict())
+    main = is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "experiment.json", experiment.to_dict())
     dataset = dataset if dataset is not None else prepare_data(experiment, data_dir)
     jobs = [(m, s) for s in experiment.seeds for m in experiment.methods]
     results: list[RunResult] = []
@@ -165,6 +169,7 @@ def run_experiment(
     for method, seed in jobs:
         config = experiment.run_config(method, seed)
         done_path, ckpt_path = _run_paths(out, method, seed)
+        barrier()  # every rank decides from the same files
         result = _load_finished(done_path, config)
         if result is None:
             bar.set_description(f"{method} seed {seed}")
@@ -177,14 +182,17 @@ def run_experiment(
                 bar.set_postfix(acc=f"{record['test_acc']:.4f}", loss=f"{record['train_loss']:.3f}")
 
             result = train_run(config, dataset, checkpoint=ckpt_path, on_epoch=show)
-            write_json(done_path, result.to_dict())
-            ckpt_path.unlink(missing_ok=True)
+            if main:
+                write_json(done_path, result.to_dict())
+                ckpt_path.unlink(missing_ok=True)
             bar.update(experiment.epochs - shown)  # epochs restored from a checkpoint
         else:
             bar.update(experiment.epochs)
         results.append(result)
     bar.close()
-    write_outputs(out, experiment, results, environment())
+    barrier()
+    if main:
+        write_outputs(out, experiment, results, environment())
     return results
 
 

@@ -113,6 +113,13 @@ class Method:
         """The scalar to ``backward()`` for one batch (default: cross-entropy of ``model(x)``)."""
         return F.cross_entropy(model(batch.x), batch.y)
 
+    def sync_distributed(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Under data parallelism, make extra algorithm state agree across ranks.
+
+        Called after every backward, once the gradients are averaged over ranks and before
+        ``optimizer.step()``; never called in a single process. The default has nothing to sync.
+        """
+
     def end_epoch(
         self,
         model: nn.Module,

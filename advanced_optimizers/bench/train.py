@@ -9,6 +9,9 @@ of each epoch depends on ``(seed, epoch)`` only (:meth:`Dataset.epoch_order`), s
 one seed start from the same weights and see the same batches. With a ``checkpoint`` path, model,
 optimizer, RNG state and history are saved atomically after every epoch; a restarted run resumes from
 there and ends with the same result as an uninterrupted one.
+
+Under ``torchrun`` every rank trains on its shard of each global batch and the gradients are averaged
+across ranks (:mod:`.distributed`); the records and checkpoints are those of rank 0.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import nn
 from .._validation import check_int, check_nonnegative, check_positive
 from .atomic import write_torch
 from .data import Dataset
+from .distributed import average_gradients, is_main, mean_over_ranks, shard, world_size
 from .methods import EpochInfo, Method, Setup, get_method
 from .models import ModelSpec
 
@@ -149,14 +153,19 @@ def _train_epoch(
     """One pass over the training set; returns the sample-weighted mean training loss."""
     model.train()
     method.start_epoch(model, optimizer, info)
+    distributed = world_size() > 1
     total = 0.0
-    for batch in dataset.train_batches(config.batch_size, config.seed, info.epoch):
+    for global_batch in dataset.train_batches(config.batch_size, config.seed, info.epoch):
+        batch = shard(global_batch)
         optimizer.zero_grad(set_to_none=True)
         loss = method.batch_loss(model, optimizer, batch, info)
         loss.backward()
+        if distributed:
+            average_gradients(model)
+            method.sync_distributed(model, optimizer)
         optimizer.step()
-        total += loss.item() * len(batch.y)  # a CPU scalar read: cheaper than tensor arithmetic
-    return total / dataset.n_train
+        total += loss.item() * len(global_batch.y)  # a CPU scalar read: cheaper than tensor math
+    return mean_over_ranks(total / dataset.n_train)
 
 
 def train_run(
@@ -206,7 +215,7 @@ def train_run(
         }
         history.append(record)
         correct.append(hits)
-        if checkpoint is not None:
+        if checkpoint is not None and is_main():
             write_torch(
                 checkpoint,
                 {
