@@ -46,8 +46,9 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_resume_from_checkpoint_equals_uninterrupted(toy, tmp_path: Path) -> None:
-    config = RunConfig("sgd", epochs=3, width=32, seed=0)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_from_checkpoint_equals_uninterrupted(toy, tmp_path: Path, schedule: str) -> None:
+    config = RunConfig("sgd", epochs=3, width=32, seed=0, schedule=schedule)
     reference = train_run(config, toy)
 
     def crash_after_two(record: dict) -> None:
@@ -61,6 +62,24 @@ def test_resume_from_checkpoint_equals_uninterrupted(toy, tmp_path: Path) -> Non
     resumed = train_run(config, toy, checkpoint=ckpt)
     assert _stable(resumed.history) == _stable(reference.history)
     assert torch.equal(resumed.correct, reference.correct)
+
+
+def test_cosine_schedule_anneals_every_group_to_zero(toy, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    train_run(RunConfig("sgd", epochs=2, width=16, lr=0.1, batch_size=32, schedule="cosine"), toy)
+    total = len(seen)
+    assert total == 2 * toy.n_train // 32
+    expected = [0.05 * (1 + math.cos(math.pi * s / total)) for s in range(total)]
+    assert seen == pytest.approx(expected)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        RunConfig("sgd", schedule="linear")
 
 
 def test_checkpoint_of_another_config_is_refused(toy, tmp_path: Path) -> None:

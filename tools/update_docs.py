@@ -10,6 +10,10 @@ A block is delimited by two HTML comments, so the command that produced it stand
     ... replaced by that file (the saved output of a benchmark, as a text block) ...
     <!-- END -->
 
+    <!-- BEGIN include: docs/algorithms/fer.md -->
+    ... replaced by that Markdown file, its headings one level deeper ...
+    <!-- END -->
+
 Usage: ``python tools/update_docs.py [FILE ...]`` (default: README.md coursework_report.md);
 ``--check`` exits 1 if a block is out of date instead of writing.
 """
@@ -24,10 +28,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(<!-- BEGIN (run|file): (.+?) -->\n)(.*?)(<!-- END -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- BEGIN (run|file|include): (.+?) -->\n)(.*?)(<!-- END -->)", re.DOTALL)
 
 
 def render(kind: str, what: str) -> str:
+    if kind == "include":
+        text = (ROOT / what).read_text().rstrip("\n")
+        return demote_headings(text) + "\n"
     if kind == "file":
         text = (ROOT / what).read_text().rstrip("\n")
         return f"```text\n{text}\n```\n"
@@ -36,6 +43,18 @@ def render(kind: str, what: str) -> str:
         argv = [sys.executable, "-m", "advanced_optimizers.bench.cli", *argv[1:]]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)
     return done.stdout.rstrip("\n") + "\n"
+
+
+def demote_headings(text: str) -> str:
+    """Markdown ``text`` with every heading one level deeper (code fences left alone)."""
+    lines, in_fence = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        elif not in_fence and line.startswith("#"):
+            line = "#" + line
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def update(path: Path) -> tuple[str, str]:

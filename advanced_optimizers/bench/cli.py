@@ -74,6 +74,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     from .data import DATASETS
     from .methods import method_summaries
     from .models import ARCHITECTURES
+    from .train import SCHEDULES
 
     listing = "\n".join(f"  {name:<14} {text}" for name, text in method_summaries().items())
     p = sub.add_parser(
@@ -132,6 +133,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--momentum", type=float, default=0.9, help="for SGD-based methods (0.9)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="default: 0")
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=None,
+        help="learning-rate schedule: constant, or cosine annealing to 0 per step "
+        "(default: the preset's — quick: constant, full: cosine)",
+    )
     p.add_argument(
         "--n-train",
         type=_positive_int,
@@ -199,6 +207,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         n_train=args.n_train or preset["n_train"],
         n_test=args.n_test or preset["n_test"],
+        schedule=args.schedule or preset["schedule"],
         method_options=options,
     )
     out = args.out or Path("results") / f"{args.dataset}-{args.arch}-{args.preset}"

@@ -40,9 +40,21 @@ __all__ = ["PRESETS", "Experiment", "load_runs", "run_experiment"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # About a minute on 2 CPU cores with every registered method on the MNIST MLP.
-    "quick": {"epochs": 3, "seeds": [0, 1], "n_train": 10_000, "n_test": 10_000},
-    # The study: the whole training set, 5 seeds.
-    "full": {"epochs": 15, "seeds": [0, 1, 2, 3, 4], "n_train": None, "n_test": None},
+    "quick": {
+        "epochs": 3,
+        "seeds": [0, 1],
+        "n_train": 10_000,
+        "n_test": 10_000,
+        "schedule": "constant",
+    },
+    # The study: the whole training set, 5 seeds, learning rates annealed to zero (cosine).
+    "full": {
+        "epochs": 15,
+        "seeds": [0, 1, 2, 3, 4],
+        "n_train": None,
+        "n_test": None,
+        "schedule": "cosine",
+    },
 }
 
 
@@ -63,6 +75,7 @@ class Experiment:
     weight_decay: float = 0.0
     n_train: int | None = None
     n_test: int | None = None
+    schedule: str = "constant"
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +114,7 @@ class Experiment:
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             seed=seed,
+            schedule=self.schedule,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
-from .._validation import check_int, check_nonnegative, check_positive
+from .._validation import check_choice, check_int, check_nonnegative, check_positive
 from .atomic import write_torch
 from .data import Dataset
 from .distributed import average_gradients, is_main, mean_over_ranks, shard, world_size
@@ -39,9 +40,17 @@ from .models import ModelSpec
 __all__ = ["RunConfig", "RunResult", "evaluate", "train_run"]
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines one run. ``lr=None`` takes the method's default learning rate."""
+    """Everything that defines one run. ``lr=None`` takes the method's default learning rate.
+
+    ``schedule``: ``"constant"`` keeps each param group's learning rate; ``"cosine"`` multiplies it by
+    ``(1 + cos(π s / S)) / 2`` at step ``s`` of ``S`` (``CosineAnnealingLR`` stepped per batch, so
+    per-group ratios — μP's, for instance — are kept).
+    """
 
     method: str
     options: dict[str, Any] = field(default_factory=dict)
@@ -54,8 +63,10 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     seed: int = 0
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
+        check_choice("schedule", self.schedule, SCHEDULES)
         check_int("epochs", self.epochs, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
@@ -123,7 +134,9 @@ def evaluate(
     return loss_sum / dataset.n_test, hits.sum().item() / dataset.n_test, hits
 
 
-def _build(config: RunConfig, dataset: Dataset) -> tuple[Method, nn.Module, torch.optim.Optimizer]:
+def _build(
+    config: RunConfig, dataset: Dataset
+) -> tuple[Method, nn.Module, torch.optim.Optimizer, LRScheduler | None]:
     method = get_method(config.method, **config.options)
     spec = ModelSpec(
         config.arch, dataset.input_shape, dataset.num_classes, config.width, config.depth
@@ -139,7 +152,12 @@ def _build(config: RunConfig, dataset: Dataset) -> tuple[Method, nn.Module, torc
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    return method, model, method.build_optimizer(model, setup)
+    optimizer = method.build_optimizer(model, setup)
+    scheduler = None
+    if config.schedule == "cosine":
+        total = config.epochs * setup.steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return method, model, optimizer, scheduler
 
 
 def _train_epoch(
@@ -149,6 +167,7 @@ def _train_epoch(
     dataset: Dataset,
     config: RunConfig,
     info: EpochInfo,
+    scheduler: LRScheduler | None = None,
 ) -> float:
     """One pass over the training set; returns the sample-weighted mean training loss."""
     model.train()
@@ -164,6 +183,8 @@ def _train_epoch(
             average_gradients(model)
             method.sync_distributed(model, optimizer)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total += loss.item() * len(global_batch.y)  # a CPU scalar read: cheaper than tensor math
     return mean_over_ranks(total / dataset.n_train)
 
@@ -179,7 +200,7 @@ def train_run(
     ``checkpoint``: a file to save the state to after every epoch and to resume from if it exists
     (it must come from the same config). ``on_epoch`` is called with each epoch's record.
     """
-    method, model, optimizer = _build(config, dataset)
+    method, model, optimizer, scheduler = _build(config, dataset)
     history: list[dict[str, float]] = []
     correct: list[torch.Tensor] = []
     first_epoch = 1
@@ -194,6 +215,8 @@ def train_run(
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         history, correct = state["history"], list(state["correct"])
         first_epoch = len(history) + 1
@@ -201,7 +224,7 @@ def train_run(
     for epoch in range(first_epoch, config.epochs + 1):
         info = EpochInfo(epoch, config.epochs)
         start = time.perf_counter()
-        train_loss = _train_epoch(method, model, optimizer, dataset, config, info)
+        train_loss = _train_epoch(method, model, optimizer, dataset, config, info, scheduler)
         extras = method.end_epoch(model, optimizer, info, train_loss)
         seconds = time.perf_counter() - start
         test_loss, test_acc, hits = evaluate(method, model, dataset)
@@ -222,6 +245,7 @@ def train_run(
                     "config": config.to_dict(),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
                     "rng": torch.get_rng_state(),
                     "history": history,
                     "correct": torch.stack(correct),
