@@ -91,7 +91,8 @@ weight change over the epoch) and then sets ``T`` for the next epoch. ``T`` neve
 
 Non-finite policy: a step whose observed loss, any gradient or any pending Hebbian update is not
 finite is skipped as a whole (no parameter, momentum or Hebbian change; the loss is not entered into
-the average) and counted in ``skipped_steps``. Limits: layers are taken in registration order, which
+the average), counted in ``skipped_steps`` and reported with a ``RuntimeWarning``.
+Limits: layers are taken in registration order, which
 must be their execution order (true for ``nn.Sequential``); every module owning parameters must be
 ``nn.Linear`` or ``nn.Conv2d`` (``groups=1``, zero, numeric padding); a closure is evaluated once
 (base optimizers that re-evaluate it, such as LBFGS, are not supported).
@@ -100,6 +101,7 @@ must be their execution order (true for ``nn.Sequential``); every module owning 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -468,6 +470,12 @@ class LocalizedOptimizer(torch.optim.Optimizer):
             self.observe_loss(loss)
         if self._bad_loss or not self._all_finite():
             self.skipped_steps += 1
+            warnings.warn(
+                "LocalizedOptimizer: non-finite loss, gradient or Hebbian update; step skipped "
+                f"(parameters and state unchanged, {self.skipped_steps} skipped so far)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         else:
             self._apply_hebbian()
             self.base.step()

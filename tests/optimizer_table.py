@@ -108,3 +108,85 @@ ENTRIES: list[Entry] = [
     _torch_entry("torch-sgd", torch.optim.SGD, lr=0.1, momentum=0.9),
     _torch_entry("torch-adam", torch.optim.Adam, lr=1e-2),
 ]
+
+
+def _gc_entry(base: type, **kwargs: Any) -> Entry:
+    from advanced_optimizers.gradient_correction import create_gradient_correction_optimizer
+
+    def build(dtype):
+        model = tiny_mlp(dtype)
+        return model, create_gradient_correction_optimizer(
+            model.parameters(), base_optimizer=base, gcw_strength=0.5, meta_lr=1e-2, **kwargs
+        )
+
+    def make(**kw):
+        return create_gradient_correction_optimizer(tiny_mlp().parameters(), **kw)
+
+    return Entry(
+        f"gc-{base.__name__.lower()}",
+        _seeded(build),
+        nonfinite="skip",
+        invalid=[
+            (lambda: make(gcw_strength=-1), ValueError, "gcw_strength"),
+            (lambda: make(use_gcw=False, use_gcode=False), ValueError, "both False"),
+            (lambda: make(device="meta"), ValueError, "device"),
+            (lambda: create_gradient_correction_optimizer([]), ValueError, "empty"),
+        ],
+    )
+
+
+def _local_entry(mode: str) -> Entry:
+    from advanced_optimizers.localized_learning import create_localized_optimizer
+
+    def build(dtype):
+        model = tiny_mlp(dtype)
+        return model, create_localized_optimizer(
+            model,
+            lr=0.1,
+            hebbian_lr=1e-2,
+            selection_mode=mode,
+            warmup_epochs=1,
+            settle_ratio=0.9,
+            base_kwargs={"momentum": 0.9},
+        )
+
+    def observe(model, optimizer, x, y, index, epoch):
+        loss = ce_loss(model, optimizer, x, y, index, epoch)
+        optimizer.observe_loss(loss.detach())
+        return loss
+
+    return Entry(
+        f"local-sgd-{mode}",
+        _seeded(build),
+        loss=observe,
+        end_epoch=lambda model, optimizer, loss: optimizer.end_epoch(loss),
+        nonfinite="skip",
+        invalid=[
+            (
+                lambda: create_localized_optimizer(tiny_mlp(), selection_mode="magic"),
+                ValueError,
+                "selection_mode",
+            ),
+            (
+                lambda: create_localized_optimizer(tiny_mlp(), hebbian_lr=-1.0),
+                ValueError,
+                "hebbian_lr",
+            ),
+            (
+                lambda: create_localized_optimizer(
+                    tiny_mlp(), weak_supervision_weight=float("nan")
+                ),
+                ValueError,
+                "weak_supervision_weight",
+            ),
+            (lambda: create_localized_optimizer("not a model"), TypeError, "model"),
+        ],
+    )
+
+
+ENTRIES += [
+    _gc_entry(torch.optim.Adam, lr=1e-2),
+    _gc_entry(torch.optim.SGD, lr=0.1, momentum=0.9),
+    _local_entry("static"),
+    _local_entry("dynamic"),
+]
