@@ -1,0 +1,253 @@
+"""FER against its own base optimizer on MNIST (MLP and CNN): accuracy, flipping errors, time.
+
+For each setting (architecture, base optimizer) and each seed, the base optimizer and FER are trained
+with the same seed (same initial weights, same batch order) by the harness's ``train_run``; the order
+of the two runs alternates from seed to seed so background load hits both alike. Reported per setting,
+as means with 95% t-intervals over seeds and paired t-tests FER − base:
+
+* final test accuracy, WFS (test samples wrong at the last epoch but correct at an earlier one),
+  RFE = WFS / errors, from ``advanced_optimizers.bench.metrics.flip_metrics``;
+* time ratio = FER's training seconds per epoch / the base's, per seed, measured in the same run.
+  Seconds per epoch = the median over epochs 2..E of a run (epoch 1 is FER's cheaper warm-up; the
+  median resists the load spikes of a shared machine).
+
+Goals (issue 3): time ratio <= 1.05; WFS reduced by >= 20% (mean WFS of FER <= 0.8 x the base's) with
+accuracy not worse (mean difference >= 0, or not significantly lower: paired p >= 0.05). Missed goals
+are printed as MISSED with the numbers and the script exits with status 1.
+
+``--ablation``: the seed parameters' mapping against the official defaults on the MLP (FER-Adam):
+official (τ = 0, γ = 0.1), seed default (τ = 0.9, γ = fer_weight = 0.1), and γ = 0.3; each compared
+with the official configuration by a paired test on accuracy and WFS. ``memory_size`` needs no
+ablation run: a store larger than the dataset gives bit-identical training (``tests/test_fer.py``).
+
+Usage: ``python benchmarks/fer.py [--seeds 5] [--epochs 8] [--quick] [--ablation]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from advanced_optimizers.bench.data import load_dataset
+from advanced_optimizers.bench.metrics import flip_metrics
+from advanced_optimizers.bench.stats import mean_ci, paired_test
+from advanced_optimizers.bench.train import RunConfig, train_run
+
+TIME_RATIO_GOAL = 1.05
+WFS_REDUCTION_GOAL = 0.20
+
+
+@dataclass
+class Setting:
+    arch: str
+    base: str
+    fer: str
+    n_train: int
+    n_test: int
+    epochs: int
+    fer_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    acc: float
+    wfs: int
+    rfe: float
+    errors: int
+    sec_per_epoch: float
+    flips: list[int]
+
+
+def run_one(method: str, setting: Setting, seed: int, dataset, options: dict) -> Outcome:
+    config = RunConfig(
+        method=method, options=options, arch=setting.arch, epochs=setting.epochs, seed=seed
+    )
+    result = train_run(config, dataset)
+    flips = flip_metrics(result.correct)
+    seconds = [h["train_seconds"] for h in result.history]
+    timed = seconds[1:] or seconds  # epochs >= 2: FER's full cost (epoch 1 is its warm-up)
+    return Outcome(
+        acc=result.final["test_acc"],
+        wfs=flips["wfs"],
+        rfe=flips["rfe"],
+        errors=flips["errors"],
+        sec_per_epoch=statistics.median(timed),
+        flips=flips["flips_per_epoch"],
+    )
+
+
+def run_pair(setting: Setting, seeds: list[int], dataset) -> tuple[list[Outcome], list[Outcome]]:
+    """Base and FER for every seed, alternating which goes first."""
+    base, fer = [], []
+    for k, seed in enumerate(seeds):
+        order = [("base", setting.base, {}), ("fer", setting.fer, setting.fer_options)]
+        if k % 2:
+            order.reverse()
+        got = {}
+        for tag, method, options in order:
+            got[tag] = run_one(method, setting, seed, dataset, options)
+        base.append(got["base"])
+        fer.append(got["fer"])
+        print(
+            f"  seed {seed}: {setting.base} acc {got['base'].acc:.4f} WFS {got['base'].wfs:3d} | "
+            f"{setting.fer} acc {got['fer'].acc:.4f} WFS {got['fer'].wfs:3d} | time ratio "
+            f"{got['fer'].sec_per_epoch / got['base'].sec_per_epoch:.3f}",
+            flush=True,
+        )
+    return base, fer
+
+
+def ci_text(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    s = mean_ci([v * scale for v in values])
+    if len(values) < 2:
+        return f"{s['mean']:.{digits}f}"
+    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+
+
+def report(setting: Setting, base: list[Outcome], fer: list[Outcome]) -> list[tuple[str, bool]]:
+    """Print the table of one setting and return its goals as (description, met)."""
+    metrics = {
+        "test acc (%)": ([o.acc for o in base], [o.acc for o in fer], 100.0),
+        "WFS": ([o.wfs for o in base], [o.wfs for o in fer], 1.0),
+        "RFE (%)": ([o.rfe for o in base], [o.rfe for o in fer], 100.0),
+        "errors": ([o.errors for o in base], [o.errors for o in fer], 1.0),
+        "s / epoch": ([o.sec_per_epoch for o in base], [o.sec_per_epoch for o in fer], 1.0),
+    }
+    print(f"\n{setting.arch.upper()} | {setting.base} vs {setting.fer} | n={len(base)} seeds")
+    print(f"  {'metric':<13}{'base mean [95% CI]':<28}{'FER mean [95% CI]':<28}{'diff':>9}{'p':>8}")
+    for name, (a, b, scale) in metrics.items():
+        test = paired_test([v * scale for v in b], [v * scale for v in a])
+        print(
+            f"  {name:<13}{ci_text(a, scale):<28}{ci_text(b, scale):<28}"
+            f"{test['mean_diff']:>+9.2f}{test['p_value']:>8.3f}"
+        )
+    ratios = [f.sec_per_epoch / b.sec_per_epoch for f, b in zip(fer, base, strict=True)]
+    print(f"  time ratio FER/base per epoch: {ci_text(ratios, digits=3)}")
+    flips_b = [statistics.mean(col) for col in zip(*[o.flips for o in base], strict=True)]
+    flips_f = [statistics.mean(col) for col in zip(*[o.flips for o in fer], strict=True)]
+    print(f"  correct->wrong flips per epoch (t>=2), base: {[round(v, 1) for v in flips_b]}")
+    print(f"  correct->wrong flips per epoch (t>=2), FER : {[round(v, 1) for v in flips_f]}")
+
+    wfs_b = statistics.mean(o.wfs for o in base)
+    wfs_f = statistics.mean(o.wfs for o in fer)
+    reduction = 1 - wfs_f / wfs_b if wfs_b else 0.0
+    acc_test = paired_test([o.acc for o in fer], [o.acc for o in base])
+    acc_ok = acc_test["mean_diff"] >= 0 or not acc_test["p_value"] < 0.05
+    ratio = statistics.mean(ratios)
+    tag = f"{setting.arch}/{setting.fer}"
+    return [
+        (f"{tag}: time ratio {ratio:.3f} <= {TIME_RATIO_GOAL}", ratio <= TIME_RATIO_GOAL),
+        (
+            f"{tag}: WFS reduced by {100 * reduction:.1f}% (>= {100 * WFS_REDUCTION_GOAL:.0f}%: "
+            f"{wfs_b:.1f} -> {wfs_f:.1f})",
+            reduction >= WFS_REDUCTION_GOAL,
+        ),
+        (
+            f"{tag}: accuracy not worse (diff {100 * acc_test['mean_diff']:+.2f} pp, "
+            f"p={acc_test['p_value']:.3f})",
+            acc_ok,
+        ),
+    ]
+
+
+def ablation(args, seeds: list[int]) -> int:
+    n_train, n_test = (2000, 1000) if args.quick else (10000, 10000)
+    data = load_dataset("mnist").subset(n_train, n_test)
+    setting = Setting("mlp", "adam", "fer-adam", n_train, n_test, args.epochs)
+    configs = {
+        "official (tau=0, gamma=0.1)": {"consistency_threshold": 0.0, "fer_weight": 0.1},
+        "seed default (tau=0.9, gamma=0.1)": {"consistency_threshold": 0.9, "fer_weight": 0.1},
+        "gamma=fer_weight=0.3 (tau=0.9)": {"consistency_threshold": 0.9, "fer_weight": 0.3},
+    }
+    print(
+        f"FER ablation: MNIST MLP, n_train={n_train}, n_test={n_test}, epochs={args.epochs}, "
+        f"seeds={seeds}, base Adam lr=1e-3"
+    )
+    results = {name: [] for name in configs}
+    for seed in seeds:
+        for name, options in configs.items():
+            results[name].append(run_one("fer-adam", setting, seed, data, options))
+        print(f"  seed {seed} done", flush=True)
+    official = results[next(iter(configs))]
+    print(
+        f"\n  {'config':<36}{'acc (%) [95% CI]':<26}{'WFS [95% CI]':<24}{'p(acc)':>8}{'p(WFS)':>8}"
+    )
+    missed, verdict = False, ""
+    for name, outs in results.items():
+        pa = paired_test([o.acc for o in outs], [o.acc for o in official])
+        pw = paired_test([o.wfs for o in outs], [o.wfs for o in official])
+        print(
+            f"  {name:<36}{ci_text([o.acc for o in outs], 100):<26}"
+            f"{ci_text([o.wfs for o in outs], 1, 1):<24}{pa['p_value']:>8.3f}{pw['p_value']:>8.3f}"
+        )
+        if name.startswith("seed default"):
+            worse = (pa["mean_diff"] < 0 and pa["p_value"] < 0.05) or (
+                pw["mean_diff"] > 0 and pw["p_value"] < 0.05
+            )
+            missed = worse
+            verdict = (
+                f"\n  goal: seed-default mapping not significantly worse than official "
+                f"(acc diff {100 * pa['mean_diff']:+.2f} pp, WFS diff {pw['mean_diff']:+.1f}): "
+                f"{'MISSED' if worse else 'met'}"
+            )
+    print(verdict)
+    return 1 if missed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (>= 5 for goals)")
+    parser.add_argument("--epochs", type=int, default=8, help="MLP epochs (CNN: epochs - 2)")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (2 seeds, 3 epochs)")
+    parser.add_argument("--ablation", action="store_true", help="seed-parameter ablation only")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.quick:
+        args.seeds, args.epochs = min(args.seeds, 2), min(args.epochs, 3)
+    seeds = list(range(args.seeds))
+    start = time.perf_counter()
+    if args.ablation:
+        status = ablation(args, seeds)
+        print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+        return status
+
+    mnist = load_dataset("mnist")
+    if args.quick:
+        mlp_sizes, cnn_sizes = (2000, 1000), (1000, 500)
+    else:
+        mlp_sizes, cnn_sizes = (10000, 10000), (4000, 2000)
+    cnn_epochs = max(args.epochs - 2, 2)
+    settings = [
+        Setting("mlp", "adam", "fer-adam", *mlp_sizes, args.epochs),
+        Setting("mlp", "sgd", "fer-sgd", *mlp_sizes, args.epochs),
+        Setting("cnn", "adam", "fer-adam", *cnn_sizes, cnn_epochs),
+    ]
+    print("FER benchmark on MNIST (first n_train / n_test samples), batch 128, seeds", seeds)
+    for s in settings:
+        print(
+            f"  {s.arch}: {s.base} vs {s.fer}, n_train={s.n_train}, n_test={s.n_test}, "
+            f"epochs={s.epochs}, FER defaults (gamma=0.1, tau=0.9, T=5, mu=1, warm-up 1)"
+        )
+    goals: list[tuple[str, bool]] = []
+    for setting in settings:
+        data = mnist.subset(setting.n_train, setting.n_test)
+        print(f"\n{setting.arch} {setting.base} vs {setting.fer}:", flush=True)
+        base, fer = run_pair(setting, seeds, data)
+        goals += report(setting, base, fer)
+
+    print("\nGoals (issue 3):")
+    for text, met in goals:
+        print(f"  {'met   ' if met else 'MISSED'} {text}")
+    if len(seeds) < 5:
+        print("  note: fewer than 5 seeds (--quick or --seeds): goals are indicative only")
+    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+    return 0 if all(met for _, met in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
