@@ -63,6 +63,8 @@ class Entry:
     nonfinite: str | None = None
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16)
     steps_per_epoch: int = 2
+    # the quantity that must fall with training, if ``loss`` also holds model-independent terms
+    progress: Callable[..., torch.Tensor] = ce_loss
 
     def __repr__(self) -> str:
         return self.name
@@ -184,7 +186,49 @@ def _local_entry(mode: str) -> Entry:
     )
 
 
+def _fer_entry(base: type, **kwargs: Any) -> Entry:
+    from advanced_optimizers.fer_optimizer import FEROptimizer
+
+    def build(dtype):
+        model = tiny_mlp(dtype)
+        return model, FEROptimizer(
+            model.parameters(),
+            base,
+            kwargs,
+            memory_size=6 * BATCH,
+            epochs=4,
+            consistency_threshold=0.5,
+        )
+
+    def fer_loss(model, optimizer, x, y, index, epoch):
+        optimizer.set_epoch(min(epoch, 4))
+        return optimizer.fer_loss(model(x).float(), y, index)
+
+    def make(**kw):
+        return FEROptimizer(tiny_mlp().parameters(), base, {"lr": 0.1}, **kw)
+
+    return Entry(
+        f"fer-{base.__name__.lower()}",
+        _seeded(build),
+        loss=fer_loss,
+        nonfinite="skip",
+        invalid=[
+            (
+                lambda: FEROptimizer(tiny_mlp().parameters(), base, {"lr": -1.0}),
+                ValueError,
+                "learning rate",
+            ),
+            (lambda: make(fer_weight=-1.0), ValueError, "fer_weight"),
+            (lambda: make(memory_size=0), ValueError, "memory_size"),
+            (lambda: make(consistency_threshold=2.0), ValueError, "consistency_threshold"),
+            (lambda: FEROptimizer([], base, {"lr": 0.1}), ValueError, "empty"),
+        ],
+    )
+
+
 ENTRIES += [
+    _fer_entry(torch.optim.Adam, lr=1e-2),
+    _fer_entry(torch.optim.SGD, lr=0.1, momentum=0.9),
     _gc_entry(torch.optim.Adam, lr=1e-2),
     _gc_entry(torch.optim.SGD, lr=0.1, momentum=0.9),
     _local_entry("static"),
