@@ -1,3 +1,21 @@
-"""advanced_optimizers: five advanced training algorithms for PyTorch, and a harness to compare them."""
+"""advanced_optimizers: five advanced training algorithms for PyTorch, and a harness to compare them.
+
+The algorithms need torch only; the experiment harness (``advanced_optimizers.bench``, the ``advopt``
+command) needs the ``bench`` extra.
+"""
+
+from .fer_optimizer import FEROptimizer, create_fer_optimizer, fer_lambda
+from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
+from .localized_learning import LocalizedOptimizer, create_localized_optimizer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "FEROptimizer",
+    "GradientCorrectionOptimizer",
+    "LocalizedOptimizer",
+    "create_fer_optimizer",
+    "create_gradient_correction_optimizer",
+    "create_localized_optimizer",
+    "fer_lambda",
+]
