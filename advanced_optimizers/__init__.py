@@ -5,17 +5,29 @@ command) needs the ``bench`` extra.
 """
 
 from .fer_optimizer import FEROptimizer, create_fer_optimizer, fer_lambda
+from .forward_signal import (
+    LOCAL_LOSSES,
+    SigPropAdam,
+    SigPropCNN,
+    SigPropNet,
+    create_sigprop_optimizer,
+)
 from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
 from .localized_learning import LocalizedOptimizer, create_localized_optimizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LOCAL_LOSSES",
     "FEROptimizer",
     "GradientCorrectionOptimizer",
     "LocalizedOptimizer",
+    "SigPropAdam",
+    "SigPropCNN",
+    "SigPropNet",
     "create_fer_optimizer",
     "create_gradient_correction_optimizer",
     "create_localized_optimizer",
+    "create_sigprop_optimizer",
     "fer_lambda",
 ]

@@ -226,7 +226,37 @@ def _fer_entry(base: type, **kwargs: Any) -> Entry:
     )
 
 
+def _sigprop_entry(loss_name: str) -> Entry:
+    from advanced_optimizers.forward_signal import SigPropNet, create_sigprop_optimizer
+
+    def build(dtype):
+        model = SigPropNet(16, [8, 8], CLASSES, loss=loss_name).to(dtype)
+        return model, create_sigprop_optimizer(model, lr=1e-2, signal_lr=1e-3)
+
+    def local(model, optimizer, x, y, index, epoch):
+        return model.training_loss(x.flatten(1), y)
+
+    return Entry(
+        f"sigprop-{loss_name}",
+        _seeded(build),
+        loss=local,
+        nonfinite="skip",
+        invalid=[
+            (lambda: create_sigprop_optimizer(SigPropNet(16, [8], 3), lr=-1.0), ValueError, "lr"),
+            (
+                lambda: create_sigprop_optimizer(SigPropNet(16, [8], 3), signal_lr=float("nan")),
+                ValueError,
+                "signal_lr",
+            ),
+            (lambda: create_sigprop_optimizer(tiny_mlp()), TypeError, "SigPropNet"),
+            (lambda: SigPropNet(16, [8], 3, loss="magic"), ValueError, "loss"),
+        ],
+    )
+
+
 ENTRIES += [
+    _sigprop_entry("v14"),
+    _sigprop_entry("topk"),
     _fer_entry(torch.optim.Adam, lr=1e-2),
     _fer_entry(torch.optim.SGD, lr=0.1, momentum=0.9),
     _gc_entry(torch.optim.Adam, lr=1e-2),
