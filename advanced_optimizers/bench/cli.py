@@ -237,6 +237,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="a directory written by compare")
     p.add_argument("--target", type=float, default=None, help="target accuracy (see compare)")
     p.add_argument(
+        "--methods",
+        type=_csv,
+        default=None,
+        help="only these methods (comma-separated; default: every finished run)",
+    )
+    p.add_argument(
         "--no-write",
         action="store_true",
         help="only print the table; leave the directory's files as they are",
@@ -250,7 +256,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .compare import Experiment, environment, load_runs
     from .report import markdown_table, summarize, write_outputs
 
-    runs = load_runs(args.out)
+    runs = load_runs(args.out, args.methods)
     if not runs:
         print(f"no finished runs under {args.out / 'runs'}", file=sys.stderr)
         return 1
