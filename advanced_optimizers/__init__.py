@@ -14,6 +14,12 @@ from .forward_signal import (
 )
 from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
 from .localized_learning import LocalizedOptimizer, create_localized_optimizer
+from .zero_shot_transfer import (
+    apply_mup_init,
+    classify_parameters,
+    create_mu_transfer_optimizer,
+    mup_param_groups,
+)
 
 __version__ = "0.1.0"
 
@@ -25,9 +31,13 @@ __all__ = [
     "SigPropAdam",
     "SigPropCNN",
     "SigPropNet",
+    "apply_mup_init",
+    "classify_parameters",
     "create_fer_optimizer",
     "create_gradient_correction_optimizer",
     "create_localized_optimizer",
+    "create_mu_transfer_optimizer",
     "create_sigprop_optimizer",
     "fer_lambda",
+    "mup_param_groups",
 ]

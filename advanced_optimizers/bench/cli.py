@@ -2,8 +2,8 @@
 
 Subcommands: ``compare`` (train methods over seeds, write results, plots and the statistics table),
 ``report`` (rebuild table and plots from a results directory), ``methods`` (list what can be
-compared), ``data`` (find or download a dataset and describe it), plus the μP study commands
-(``mu-transfer``, ``coord-check``) when that module is present.
+compared), ``data`` (find or download a dataset and describe it), and the μP study commands
+(``mu-transfer``, ``coord-check``) of :mod:`.mup_study`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -327,8 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_compare, _add_report, _add_methods, _add_data):
         add(sub)
     for name in _EXTENSIONS:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register_cli(sub)
+        importlib.import_module(name).register_cli(sub)
     return parser
 
 

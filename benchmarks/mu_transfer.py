@@ -1,0 +1,181 @@
+"""μTransfer benchmark: does the best Adam learning rate of a width-64 MLP stay best when it is widened?
+
+MLP (``Flatten → [Linear(w) → ReLU] × 2 → Linear(10)``) on a fixed MNIST training subset, trained with
+Adam for a fixed number of steps, for every width × log2(LR) × seed, in standard parametrization
+(harness method ``adam``) and in μP (``mup-adam``, base width 64); SP and μP runs alternate, so the
+background load of the shared machine affects both alike. The score of a run is the final epoch's
+mean training loss (the harness's ``train_loss``), averaged over seeds.
+
+Goals (issue 5), checked in a full run:
+
+1. μP: the best LR moves by at most one grid step (a factor 2) across the widths;
+2. SP: the best LR moves by at least three grid steps;
+3. the widest μP model trained with the LR that was best at the narrowest width has a loss within 2 % of
+   the best loss of its own sweep;
+4. wider is better at that transferred LR (μP loss decreases with every width step).
+
+Run: ``python benchmarks/mu_transfer.py`` (full: widths 64…1024, LRs 2^-12…2^-5, 2 seeds, 6 epochs of
+4096 samples = 192 steps; about 12 minutes on one core) or ``--quick`` (a smoke run; goals are not
+evaluated). Exit status 1 when a goal is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from advanced_optimizers.bench.data import load_dataset
+from advanced_optimizers.bench.mup_study import (
+    _log2_grid,
+    lr_sweep,
+    plot_lr_sweep,
+    sweep_markdown,
+    sweep_summary,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--widths", default="64,128,256,512,1024", help="comma list (default 64..1024)")
+    p.add_argument(
+        "--log2-lrs", default="-12:-5", help="LO:HI or comma list; write as --log2-lrs=-12:-5"
+    )
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds (default 2)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs over the subset (default 6)")
+    p.add_argument("--n-train", type=int, default=4096, help="training subset (default 4096)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--base-width", type=int, default=64)
+    p.add_argument("--out", type=Path, default=None, help="also write PNG/Markdown/CSV here")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 widths, 3 LRs, 1 epoch")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.widths, args.log2_lrs, args.seeds, args.epochs, args.n_train = (
+            "64,128",
+            "-9:-7",
+            2,
+            1,
+            512,
+        )
+    args.widths = [int(w) for w in args.widths.split(",")]
+    args.log2_lrs = _log2_grid(args.log2_lrs)
+    return args
+
+
+def grid_table(summary: dict, param: str, lrs: list[float]) -> str:
+    head = f"{param.upper():>4} width | " + " ".join(f"{lr:>7g}" for lr in lrs) + " | best"
+    lines = [head, "-" * len(head)]
+    for width, entry in sorted(summary[param].items()):
+        cells = " ".join(
+            f"{entry['loss'][lr]:7.4f}" if entry["loss"][lr] < 1e9 else f"{'diverged':>7}"
+            for lr in lrs
+        )
+        lines.append(f"{width:>10} | {cells} | {entry['best_log2_lr']:g}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    dataset = load_dataset("mnist").subset(args.n_train, 1000)
+    steps = args.epochs * -(-args.n_train // args.batch_size)
+    print(
+        f"μTransfer benchmark: MLP depth 2 on MNIST ({args.n_train} training samples), Adam, "
+        f"batch {args.batch_size}, {args.epochs} epochs = {steps} steps, seeds 0..{args.seeds - 1}, "
+        f"widths {args.widths}, log2(LR) grid {args.log2_lrs[0]:g}..{args.log2_lrs[-1]:g} "
+        f"(factor 2), μP base width {args.base_width}; loss = final epoch's mean training loss"
+    )
+    start = time.perf_counter()
+    rows = lr_sweep(
+        dataset,
+        args.widths,
+        args.log2_lrs,
+        seeds=list(range(args.seeds)),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        depth=2,
+        base_width=args.base_width,
+    )
+    elapsed = time.perf_counter() - start
+    summary = sweep_summary(rows)
+    lrs = args.log2_lrs
+    print(f"\n{len(rows)} runs in {elapsed:.0f} s\n")
+    print("mean training loss (over seeds) per width and log2(LR):")
+    print(grid_table(summary, "sp", lrs))
+    print()
+    print(grid_table(summary, "mup", lrs))
+    print()
+    print(sweep_markdown(summary))
+
+    # speed: μP's groups and guards against plain Adam, measured in the same interleaved runs
+    print("\ntraining time per run, μP / SP (same run, interleaved):")
+    for width in args.widths:
+        t = {
+            p: sum(
+                r["train_seconds"]
+                for r in rows
+                if r["parametrization"] == p and r["width"] == width
+            )
+            for p in ("sp", "mup")
+        }
+        print(f"  width {width:>5}: {t['mup'] / t['sp']:.3f}")
+
+    widest, narrowest = max(args.widths), min(args.widths)
+    report = {}
+    for param in ("sp", "mup"):
+        best = {w: summary[param][w]["best_log2_lr"] for w in args.widths}
+        shift = (max(best.values()) - min(best.values())) / 1.0
+        transferred = best[narrowest]
+        at_transfer = [summary[param][w]["loss"][transferred] for w in sorted(args.widths)]
+        rel = at_transfer[-1] / summary[param][widest]["best_loss"] - 1.0
+        monotone = all(b < a for a, b in itertools.pairwise(at_transfer))
+        report[param] = (shift, transferred, rel, at_transfer, monotone)
+        print(
+            f"\n{param.upper()}: best log2(LR) per width {best}; moves by {shift:g} grid steps\n"
+            f"{param.upper()}: width {widest} at the width-{narrowest} optimum 2^{transferred:g}: "
+            f"loss {at_transfer[-1]:.4f} vs its own best {summary[param][widest]['best_loss']:.4f} "
+            f"(2^{summary[param][widest]['best_log2_lr']:g}) → {100 * rel:+.1f} %\n"
+            f"{param.upper()}: loss at 2^{transferred:g} by width: "
+            + ", ".join(
+                f"{w}: {v:.4f}" for w, v in zip(sorted(args.widths), at_transfer, strict=True)
+            )
+        )
+    per_seed = {}
+    for row in rows:
+        if row["parametrization"] == "mup" and row["width"] == widest:
+            per_seed.setdefault(row["seed"], {})[row["log2_lr"]] = row["train_loss"]
+    for seed, losses in sorted(per_seed.items()):
+        best_lr = min(losses, key=losses.get)
+        print(f"μP width {widest}, seed {seed}: best log2(LR) {best_lr:g}")
+
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_lr_sweep(summary, args.out / "mu_transfer.png")
+        (args.out / "mu_transfer.md").write_text(sweep_markdown(summary) + "\n")
+        print(f"written: {args.out / 'mu_transfer.png'}, {args.out / 'mu_transfer.md'}")
+
+    if args.quick:
+        print("\nquick smoke run: goals are evaluated only in a full run")
+        return 0
+    mup_shift, _, mup_rel, _, mup_monotone = report["mup"]
+    sp_shift = report["sp"][0]
+    goals = [
+        ("μP optimum moves by <= 1 grid step across widths", mup_shift <= 1),
+        ("SP optimum moves by >= 3 grid steps across widths", sp_shift >= 3),
+        (f"transferred LR within 2 % of width-{widest}'s own optimum (μP)", mup_rel <= 0.02),
+        ("wider is better at the transferred LR (μP)", mup_monotone),
+    ]
+    print()
+    for text, ok in goals:
+        print(f"goal {'MET   ' if ok else 'MISSED'}: {text}")
+    return 0 if all(ok for _, ok in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
