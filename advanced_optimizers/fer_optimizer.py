@@ -57,6 +57,9 @@ Design choices where the paper is silent:
   non-integer indices, non-integer targets and shape mismatches raise ``ValueError`` naming the
   argument. Indices are not checked for duplicates (a sort per batch); a repeated index gets the
   last row's update, as in the official code.
+* Data parallelism: each rank updates the rows of its own shard; :meth:`FEROptimizer.sync_distributed`
+  (once per step, before ``step``) all-gathers the written rows so every rank holds the store a
+  single process would (the harness calls it; ``tests/test_distributed.py`` checks the match).
 * Non-finite gradients: the step is skipped with a warning (no parameter or base-optimizer state
   change). The store holds only finite values by construction.
 
@@ -90,6 +93,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ._distributed import all_gather_rows, is_distributed
 from ._validation import check_int, check_nonnegative, check_positive, check_probability
 
 __all__ = ["FEROptimizer", "create_fer_optimizer", "fer_lambda"]
@@ -164,6 +168,7 @@ class FEROptimizer(torch.optim.Optimizer):
         self.skipped_steps = 0
         self._loss_since_step = False
         self._warned_epoch: int | None = -1
+        self._touched: list[torch.Tensor] = []  # store rows written since sync_distributed
 
     # -- epoch schedule ---------------------------------------------------------------------------
     def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
@@ -220,6 +225,8 @@ class FEROptimizer(torch.optim.Optimizer):
         loss, parts = self._loss(z, targets, idx)
         if self.epoch >= self.warmup_epochs:  # last warm-up epoch and after: fill the store
             self._update_store(z, targets, idx, *parts)
+            if is_distributed():
+                self._touched.append(idx.detach())
         self._loss_since_step = True
         return loss
 
@@ -329,6 +336,31 @@ class FEROptimizer(torch.optim.Optimizer):
                 stacklevel=2,
             )
         return loss
+
+    # -- data parallelism -----------------------------------------------------------------------
+    def sync_distributed(self, group: Any = None) -> None:
+        """Give every rank the store rows the others wrote since the last call (no-op in one process).
+
+        Under data parallelism each rank computes ``fer_loss`` on its own shard and so updates only
+        its samples' rows of ``S`` and ``F``. Call this once per step (after ``backward``, before
+        :meth:`step`): the rows are all-gathered and written on every rank, so the store is the one a
+        single process would hold after the global batch (samples of different ranks are distinct).
+        """
+        touched = torch.cat(self._touched) if self._touched else torch.zeros(0, dtype=torch.long)
+        self._touched = []
+        if not is_distributed(group):
+            return
+        store = (
+            self.soft_targets[touched].to(torch.float64)
+            if self.soft_targets.numel()
+            else torch.zeros(touched.numel(), 0, dtype=torch.float64)
+        )
+        flags = self.ever_correct[touched].to(torch.float64).unsqueeze(1)
+        rows = torch.cat([touched.to(torch.float64).unsqueeze(1), flags, store], dim=1)
+        for block in all_gather_rows(rows, group):
+            idx = block[:, 0].to(torch.long)
+            self.ever_correct[idx] = block[:, 1] > 0.5
+            self.soft_targets[idx] = block[:, 2:].to(self.soft_targets.dtype)
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]

@@ -111,30 +111,36 @@ def signal_similarity(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return s / positions if positions > 1 else s
 
 
-def _batch_class_logits(s_class: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _batch_class_logits(s_class: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``S_K + log n_k``: their logsumexp equals that of the B batch columns ``S_K[i, y_j]``."""
-    counts = torch.bincount(y, minlength=s_class.shape[1]).to(s_class.dtype)
+    counts = torch.bincount(cols, minlength=s_class.shape[1]).to(s_class.dtype)
     return s_class + counts.log()  # log 0 = -inf drops classes absent from the batch
 
 
-def _target_classes_argmax(g_class: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Class of ``argmax_j G[i, j]`` over batch samples j (first maximum, as torch.argmax)."""
-    g = g_class[y][:, y]
-    return y[g.argmax(dim=1)]
+def _target_classes_argmax(
+    g_class: torch.Tensor, y: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """Class of ``argmax_j G[i, j]`` over batch columns j (first maximum, as torch.argmax)."""
+    g = g_class[y][:, cols]
+    return cols[g.argmax(dim=1)]
 
 
-def _target_counts_topk(g_class: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+def _target_counts_topk(
+    g_class: torch.Tensor, y: torch.Tensor, cols: torch.Tensor, k: int
+) -> torch.Tensor:
     """``m[i, c]`` = how many of the top-k batch columns of ``G[i, :]`` have class c."""
-    g = g_class[y][:, y]
+    g = g_class[y][:, cols]
     picks = g.topk(min(k, g.shape[1]), dim=1).indices
-    return F.one_hot(y[picks], g_class.shape[0]).sum(dim=1).to(g_class.dtype)
+    return F.one_hot(cols[picks], g_class.shape[0]).sum(dim=1).to(g_class.dtype)
 
 
-def _target_counts_max_all(g_class: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _target_counts_max_all(
+    g_class: torch.Tensor, y: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
     """``m[i, c]`` = how many batch columns of class c attain ``max_j G[i, j]``."""
-    g = g_class[y][:, y]
+    g = g_class[y][:, cols]
     hits = (g == g.max(dim=1, keepdim=True).values).to(g_class.dtype)
-    return hits @ F.one_hot(y, g_class.shape[0]).to(g_class.dtype)
+    return hits @ F.one_hot(cols, g_class.shape[0]).to(g_class.dtype)
 
 
 def local_loss(
@@ -144,13 +150,17 @@ def local_loss(
     g_class: torch.Tensor,
     y: torch.Tensor,
     topk: int = 6,
+    column_labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Local loss of one layer and the B x K class scores of ``h``.
 
     ``h``: (B, ...) layer output of the inputs; ``t_class``: (K, ...) layer output of the class
     signals; ``g_class``: (K, K) similarity of the layer's *input* class signals; ``y``: (B,) labels.
+    ``column_labels``: labels of the batch columns ``j`` (default ``y``; under data parallelism the
+    whole global batch's, so a shard's rows see the columns a single process would).
     The scores are ``S_K`` for the CE losses and ``-mean_f (h - t_k)_f^2`` for ``l2``.
     """
+    cols = y if column_labels is None else column_labels
     if kind == "l2":
         hf, tf = h.flatten(1), t_class.flatten(1)
         loss = (hf - tf[y]).pow(2).mean()
@@ -159,15 +169,15 @@ def local_loss(
         return loss, scores
     s_class = signal_similarity(h, t_class)
     # log-probability of one batch column of class k: S_K[i, k] - log sum_k' n_k' exp S_K[i, k']
-    log_p = s_class - _batch_class_logits(s_class, y).logsumexp(dim=1, keepdim=True)
+    log_p = s_class - _batch_class_logits(s_class, cols).logsumexp(dim=1, keepdim=True)
     if kind == "v14":
-        target = _target_classes_argmax(g_class, y)
+        target = _target_classes_argmax(g_class, y, cols)
         loss = -log_p.gather(1, target[:, None]).mean()
     else:
         counts = (
-            _target_counts_topk(g_class, y, topk)
+            _target_counts_topk(g_class, y, cols, topk)
             if kind == "topk"
-            else _target_counts_max_all(g_class, y)
+            else _target_counts_max_all(g_class, y, cols)
         )
         loss = -(counts * log_p).sum(dim=1).mean()
     return loss, s_class.detach()
@@ -222,14 +232,21 @@ class _SigPropBase(nn.Module):
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _check_labels(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+    def _check_labels(self, y: torch.Tensor, batch: int | None, name: str = "y") -> torch.Tensor:
+        """``y`` as long class indices; ``batch=None`` accepts any non-empty 1-D length."""
         if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
-            raise TypeError(f"y must be an integer tensor of class indices, got {_describe(y)}")
+            raise TypeError(
+                f"{name} must be an integer tensor of class indices, got {_describe(y)}"
+            )
+        if batch is None:
+            if y.dim() != 1 or y.numel() == 0:
+                raise ValueError(f"{name} must be a non-empty 1-D tensor, got {tuple(y.shape)}")
+            batch = y.shape[0]
         if y.shape != (batch,):
-            raise ValueError(f"y must have shape ({batch},) to match x, got {tuple(y.shape)}")
+            raise ValueError(f"{name} must have shape ({batch},) to match x, got {tuple(y.shape)}")
         if batch and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ValueError(
-                f"y must hold class indices in [0, {self.num_classes - 1}], "
+                f"{name} must hold class indices in [0, {self.num_classes - 1}], "
                 f"got values in [{int(y.min())}, {int(y.max())}]"
             )
         return y.long()
@@ -276,16 +293,27 @@ class _SigPropBase(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def training_loss(
-        self, x: torch.Tensor, y: torch.Tensor, layerwise_backward: bool = False
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        layerwise_backward: bool = False,
+        column_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``sum_l L_l + CE(output(sg[h_L]), y)``; every block's input is detached.
 
         With ``layerwise_backward=True`` each local loss is back-propagated at once (graphs freed
         layer by layer, O(1-layer) activation memory); the returned tensor has the same value but
         carries only the output layer's graph, so ``loss.backward()`` completes the gradients.
+
+        ``column_labels`` (default ``y``): the labels of the batch the similarity columns range
+        over. Under data parallelism pass the global batch's labels (every rank's shard, in batch
+        order): the losses are row means, so the ranks' averaged gradients then equal those of one
+        process on the global batch.
         """
         h = self._check_input(x)
         y = self._check_labels(y, h.shape[0])
+        if column_labels is not None:
+            column_labels = self._check_labels(column_labels, None, "column_labels")
         eager = layerwise_backward and torch.is_grad_enabled()
         eye = torch.eye(self.num_classes, dtype=h.dtype, device=h.device)
         t = self.signal(eye).view(self.num_classes, *self.signal_shape)
@@ -296,7 +324,7 @@ class _SigPropBase(nn.Module):
             h = block(h.detach())
             if index > 0:
                 t = block(t.detach())
-            loss, scores = local_loss(self.loss, h, t, g_class, y, self.topk)
+            loss, scores = local_loss(self.loss, h, t, g_class, y, self.topk, column_labels)
             if eager:
                 loss.backward()
                 loss = loss.detach()

@@ -49,7 +49,10 @@ update keeps the rate ``η`` (so the per-epoch Hebbian change shrinks by ``k`` a
 the MNIST CNN, the rule's cost is dominated by per-call overheads (norms, the energy convolution),
 not by the GEMM, so the interval saves more time than a smaller subsample. The update is computed
 in a forward hook under ``no_grad``, accumulated like a gradient, applied by ``step()`` and dropped
-by ``zero_grad()``.
+by ``zero_grad()``. What accumulates are the two row sums, numerator ``ŶᵀX − (ŶᵀŶ)Ŵ`` and energy
+``Σ_r ||x_r||²``; the direction is their ratio, so several forward passes in one step, or the
+shards of several data-parallel ranks (:meth:`LocalizedOptimizer.sync_distributed`), pool their
+rows exactly.
 
 Weak supervision **[design]**
 -----------------------------
@@ -107,10 +110,12 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_weight
 
+from ._distributed import all_reduce_sum, is_distributed
 from ._validation import (
     check_choice,
     check_int,
@@ -124,6 +129,7 @@ __all__ = [
     "create_localized_optimizer",
     "find_localizable_layers",
     "oja_subspace_direction",
+    "oja_subspace_terms",
 ]
 
 SELECTION_MODES = ("static", "dynamic")
@@ -174,23 +180,36 @@ def _check_supported(name: str, module: nn.Module) -> None:
 # ------------------------------------------------------------------------------------------------
 # The localized rule
 # ------------------------------------------------------------------------------------------------
+def oja_subspace_terms(
+    layer: nn.Module, x: torch.Tensor, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerator ``ŶᵀX − (ŶᵀŶ)Ŵ`` (shape of ``layer.weight``) and energy ``Σ_r ||x_r||²`` (0-dim).
+
+    Both are sums over the rows ``r``, so the terms of several shards (or forward passes) add up to
+    the terms of their union; the direction is their ratio (:func:`oja_subspace_direction`).
+    """
+    weight = layer.weight
+    norms = weight.flatten(1).norm(dim=1).clamp_min(torch.finfo(weight.dtype).tiny)
+    unit = weight.flatten(1) / norms[:, None]
+    if isinstance(layer, nn.Conv2d):
+        numerator, energy = _conv_terms(layer, x, out, unit, norms)
+        return numerator.view_as(weight), energy
+    return _linear_terms(layer, x, out, unit, norms)
+
+
 def oja_subspace_direction(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``ΔŴ = (ŶᵀX − (ŶᵀŶ)Ŵ) / Σ_r ||x_r||²`` for ``layer`` given its input ``x`` and output ``out``.
 
     Returned in the shape of ``layer.weight``. ``Ŵ`` are the unit rows of the weight, ``ŷ = (out − b) /
     ||w||`` the responses of those unit rows; rows ``x_r`` are samples (Linear) or patches (Conv2d).
     """
-    weight = layer.weight
-    norms = weight.flatten(1).norm(dim=1).clamp_min(torch.finfo(weight.dtype).tiny)
-    unit = weight.flatten(1) / norms[:, None]
-    if isinstance(layer, nn.Conv2d):
-        return _conv_direction(layer, x, out, unit, norms).view_as(weight)
-    return _linear_direction(layer, x, out, unit, norms)
+    numerator, energy = oja_subspace_terms(layer, x, out)
+    return numerator / energy.clamp_min(torch.finfo(numerator.dtype).tiny)
 
 
-def _linear_direction(
+def _linear_terms(
     layer: nn.Linear, x: torch.Tensor, out: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows = x.reshape(-1, x.shape[-1])
     pre = out.reshape(-1, out.shape[-1])
     if layer.bias is not None:
@@ -202,12 +221,12 @@ def _linear_direction(
         update = responses.t() @ (rows - responses @ unit)
     else:  # ŶᵀX − (ŶᵀŶ)Ŵ: Gram form
         update = responses.t() @ rows - (responses.t() @ responses) @ unit
-    return update / rows.pow(2).sum().clamp_min(torch.finfo(rows.dtype).tiny)
+    return update, rows.pow(2).sum()
 
 
-def _conv_direction(
+def _conv_terms(
     layer: nn.Conv2d, x: torch.Tensor, out: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     pre = out if layer.bias is None else out - layer.bias.view(1, -1, 1, 1)
     responses = pre / norms.view(1, -1, 1, 1)
     geometry = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
@@ -216,7 +235,7 @@ def _conv_direction(
     decay = (flat @ flat.t()) @ unit
     window = torch.ones(1, 1, *layer.kernel_size, dtype=x.dtype, device=x.device)
     energy = F.conv2d(x.pow(2).sum(1, keepdim=True), window, **geometry).sum()  # Σ_r ||x_r||²
-    return (hebb - decay) / energy.clamp_min(torch.finfo(x.dtype).tiny)
+    return hebb - decay, energy
 
 
 def apply_direction_step(weight: torch.Tensor, direction: torch.Tensor, rate: float) -> None:
@@ -452,13 +471,15 @@ class LocalizedOptimizer(torch.optim.Optimizer):
         x = args[0]
         keep = max(1, math.ceil(self.hebbian_subsample * x.shape[0]))
         with torch.no_grad():
-            direction = oja_subspace_direction(module, x[:keep].detach(), output[:keep].detach())
+            numerator, energy = oja_subspace_terms(
+                module, x[:keep].detach(), output[:keep].detach()
+            )
         pending = self._pending.get(index)
         if pending is None:
-            self._pending[index] = [direction, 1]
-        else:
-            pending[0].add_(direction)
-            pending[1] += 1
+            self._pending[index] = [numerator, energy]
+        else:  # several forward passes in one step: pool their rows
+            pending[0].add_(numerator)
+            pending[1].add_(energy)
 
     # -- Optimizer contract ---------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -486,7 +507,7 @@ class LocalizedOptimizer(torch.optim.Optimizer):
 
     def _all_finite(self) -> bool:
         tensors = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        tensors += [pending[0] for pending in self._pending.values()]
+        tensors += [term for pending in self._pending.values() for term in pending]
         if not tensors:
             return True
         norms = torch._foreach_norm(tensors)
@@ -497,9 +518,32 @@ class LocalizedOptimizer(torch.optim.Optimizer):
         rate = self.hebbian_rate
         if rate == 0.0 or not self._pending:
             return
-        for index, (direction, count) in self._pending.items():
-            apply_direction_step(self.layers[index][1].weight, direction, rate / count)
+        for index, (numerator, energy) in self._pending.items():
+            direction = numerator / energy.clamp_min(torch.finfo(numerator.dtype).tiny)
+            apply_direction_step(self.layers[index][1].weight, direction, rate)
         self.hebbian_steps += 1
+
+    # -- data parallelism -----------------------------------------------------------------------
+    def sync_distributed(self, group: Any = None) -> None:
+        """Make this step's Hebbian update and gate those of the global batch (no-op in one process).
+
+        Call after ``backward()`` (gradients averaged, e.g. by DDP) and before :meth:`step`. The
+        pending Oja terms are sums over rows, so summing them over ranks gives the update of the
+        union of the ranks' rows; the loss EMA is averaged (equal to the EMA of the global-batch mean
+        loss when every rank observed its equal-sized shard's mean); a non-finite loss anywhere skips
+        the step everywhere. Transition decisions then agree, since they read only the (identical)
+        weights and this history.
+        """
+        if not is_distributed(group):
+            return
+        all_reduce_sum([term for i in sorted(self._pending) for term in self._pending[i]], group)
+        ema = 0.0 if self.loss_ema is None else self.loss_ema
+        stats = torch.tensor([ema, float(self._bad_loss)], dtype=torch.float64)
+        all_reduce_sum([stats], group)
+        if self.loss_ema is not None:
+            self.loss_ema = stats[0].item() / dist.get_world_size(group)
+        self._bad_loss = stats[1].item() > 0
+        self._update_gate()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)

@@ -202,7 +202,7 @@ def ablation(args, seeds: list[int]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (>= 5 for goals)")
-    parser.add_argument("--epochs", type=int, default=8, help="MLP epochs (CNN: epochs - 2)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per run (MLP and CNN)")
     parser.add_argument("--quick", action="store_true", help="small smoke run (2 seeds, 3 epochs)")
     parser.add_argument("--ablation", action="store_true", help="seed-parameter ablation only")
     args = parser.parse_args()
@@ -220,12 +220,11 @@ def main() -> int:
     if args.quick:
         mlp_sizes, cnn_sizes = (2000, 1000), (1000, 500)
     else:
-        mlp_sizes, cnn_sizes = (10000, 10000), (4000, 2000)
-    cnn_epochs = max(args.epochs - 2, 2)
+        mlp_sizes, cnn_sizes = (10000, 10000), (10000, 10000)
     settings = [
         Setting("mlp", "adam", "fer-adam", *mlp_sizes, args.epochs),
         Setting("mlp", "sgd", "fer-sgd", *mlp_sizes, args.epochs),
-        Setting("cnn", "adam", "fer-adam", *cnn_sizes, cnn_epochs),
+        Setting("cnn", "adam", "fer-adam", *cnn_sizes, args.epochs),
     ]
     print("FER benchmark on MNIST (first n_train / n_test samples), batch 128, seeds", seeds)
     for s in settings:

@@ -264,3 +264,37 @@ ENTRIES += [
     _local_entry("static"),
     _local_entry("dynamic"),
 ]
+
+
+def _mup_entry(optimizer: str, **hyper: Any) -> Entry:
+    """μP on the tiny MLP read as width 8 of a proxy tuned at width 4 (multiplier 2)."""
+    from advanced_optimizers.zero_shot_transfer import create_mu_transfer_optimizer
+
+    def make(model: nn.Module, **kw: Any) -> torch.optim.Optimizer:
+        options = {"base_hyperparams": hyper, "optimizer": optimizer} | kw
+        return create_mu_transfer_optimizer(model, {"width": 4}, {"width": 8}, **options)
+
+    def build(dtype):
+        model = tiny_mlp(dtype)
+        return model, make(model)
+
+    return Entry(
+        f"mup-{optimizer}",
+        _seeded(build),
+        nonfinite="skip",
+        invalid=[
+            (lambda: make(tiny_mlp(), base_hyperparams={"lr": -1.0}), ValueError, "lr"),
+            (lambda: make(tiny_mlp(), base_hyperparams={}), ValueError, "lr"),
+            (lambda: make(tiny_mlp(), optimizer="lamb"), ValueError, "optimizer"),
+            (lambda: make(tiny_mlp(), parametrization="ntk"), ValueError, "parametrization"),
+            (lambda: make(tiny_mlp(), depth_alpha=2.0), ValueError, "depth_alpha"),
+            (lambda: make(tiny_mlp(), nonfinite="zero"), ValueError, "nonfinite"),
+            (lambda: make(tiny_mlp(), lr_ratio_check="maybe"), ValueError, "lr_ratio_check"),
+        ],
+    )
+
+
+ENTRIES += [
+    _mup_entry("adamw", lr=1e-2, weight_decay=0.01),
+    _mup_entry("sgd", lr=0.1, momentum=0.9),
+]

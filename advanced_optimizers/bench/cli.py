@@ -177,6 +177,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="output directory (default: results/<dataset>-<arch>-<preset>)",
     )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice); 1 keeps timings steady "
+        "while other work shares the machine",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compare)
 
@@ -187,6 +194,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .report import markdown_table, summarize
 
     init_from_env()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     preset = PRESETS[args.preset]
     options: dict[str, dict[str, Any]] = {}

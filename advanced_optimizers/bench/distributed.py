@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from .._distributed import all_gather_rows
 from .methods import Batch
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "mean_over_ranks",
     "rank",
     "shard",
+    "unshard",
     "world_size",
 ]
 
@@ -82,6 +84,18 @@ def shard(batch: Batch) -> Batch:
         return batch
     r = rank()
     return Batch(batch.x[r::world], batch.y[r::world], batch.index[r::world])
+
+
+def unshard(local: torch.Tensor) -> torch.Tensor:
+    """The global batch's rows from every rank's strided shard (inverse of :func:`shard`)."""
+    world = world_size()
+    if world == 1:
+        return local
+    parts = all_gather_rows(local)
+    whole = local.new_empty((sum(p.shape[0] for p in parts), *local.shape[1:]))
+    for r, part in enumerate(parts):
+        whole[r::world] = part
+    return whole
 
 
 def average_gradients(model: nn.Module) -> None:

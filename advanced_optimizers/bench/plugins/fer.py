@@ -4,7 +4,8 @@ The optimizer is :class:`advanced_optimizers.fer_optimizer.FEROptimizer` with ``
 the training-set size; every batch's loss is ``optimizer.fer_loss(model(x), y, batch.index)`` and
 ``start_epoch`` tells the optimizer the epoch (``λ_t`` needs ``t`` and ``E``). ``end_epoch`` records
 ``fer_flagged`` (fraction of training samples in the store), ``fer_target_mass`` and ``fer_lambda``.
-All FER state (store, flags, epoch) lives in the optimizer's ``state_dict``. Options:
+All FER state (store, flags, epoch) lives in the optimizer's ``state_dict``. Under ``torchrun``,
+``sync_distributed`` shares the store rows each rank wrote, so all ranks hold the same store. Options:
 ``fer_weight`` (γ), ``consistency_threshold`` (τ), ``temperature``, ``mu``, ``warmup_epochs``.
 """
 
@@ -63,6 +64,9 @@ class _FERMethod(Method):
         self, model: nn.Module, optimizer: FEROptimizer, batch: Batch, info: EpochInfo
     ) -> torch.Tensor:
         return optimizer.fer_loss(model(batch.x), batch.y, batch.index)
+
+    def sync_distributed(self, model: nn.Module, optimizer: FEROptimizer) -> None:
+        optimizer.sync_distributed()  # every rank gets the store rows of the others' shards
 
     def end_epoch(
         self, model: nn.Module, optimizer: FEROptimizer, info: EpochInfo, train_loss: float

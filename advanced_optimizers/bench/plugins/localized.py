@@ -5,6 +5,8 @@ The optimizer is :func:`advanced_optimizers.localized_learning.create_localized_
 the weak-supervision gate; ``end_epoch`` calls the optimizer's epoch hook (which moves the
 transition layer) and records ``transition`` (T during the epoch), ``transition_next`` and
 ``hebbian_gate``. All state (T, its history, the gate) lives in the optimizer's ``state_dict``.
+Under ``torchrun``, ``sync_distributed`` pools the ranks' Hebbian terms and averages the gate's
+loss, so the update and the transition decisions are those of the global batch.
 ``hebbian_lr=0`` gives the "localized layers frozen" ablation with the same selection logic.
 """
 
@@ -69,6 +71,9 @@ class LocalSGD(Method):
         loss = F.cross_entropy(model(batch.x), batch.y)
         optimizer.observe_loss(loss)
         return loss
+
+    def sync_distributed(self, model: nn.Module, optimizer: LocalizedOptimizer) -> None:
+        optimizer.sync_distributed()  # pooled Hebbian terms and loss gate of the global batch
 
     def end_epoch(
         self, model: nn.Module, optimizer: LocalizedOptimizer, info: EpochInfo, train_loss: float

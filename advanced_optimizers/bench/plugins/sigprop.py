@@ -10,19 +10,24 @@ the harness baseline's optimizer): layers at ``lr``, signal projection at ``sign
 Options: ``loss`` (v14 | topk | max_all | l2, default v14), ``topk`` (6), ``signal_lr`` (default
 ``0.1 * lr``, the seed API's 1e-3/1e-4 ratio), ``layerwise_backward`` (True: each local loss is
 back-propagated at once so activation memory does not grow with depth).
+Under ``torchrun`` the similarity columns range over the global batch's labels (gathered from every
+rank), so the data-parallel gradients equal a single process's.
 Extra metric per epoch: ``signal_train_acc``, nearest-class-signal accuracy of the last hidden block
 on the epoch's training batches (measured during training from scores the loss already computes).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..._distributed import all_reduce_sum
 from ..._validation import check_choice, check_int, check_positive
 from ...forward_signal import LOCAL_LOSSES, SigPropCNN, SigPropNet, create_sigprop_optimizer
+from ..distributed import unshard, world_size
 from ..methods import Batch, EpochInfo, Method, Setup, register
 from ..models import ModelSpec
 
@@ -82,8 +87,12 @@ class SigProp(Method):
     def batch_loss(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, info: EpochInfo
     ) -> torch.Tensor:
+        columns = unshard(batch.y) if world_size() > 1 else None  # the global batch's labels
         return model.training_loss(
-            batch.x, batch.y, layerwise_backward=self.options["layerwise_backward"]
+            batch.x,
+            batch.y,
+            layerwise_backward=self.options["layerwise_backward"],
+            column_labels=columns,
         )
 
     def end_epoch(
@@ -93,4 +102,7 @@ class SigProp(Method):
         info: EpochInfo,
         train_loss: float,
     ) -> dict[str, float]:
-        return {"signal_train_acc": model.signal_accuracy()}
+        counts = torch.stack([model.signal_hits, model.signal_seen]).to(torch.float64)
+        all_reduce_sum([counts])  # every rank's training batches (no-op in one process)
+        hits, seen = counts.tolist()
+        return {"signal_train_acc": hits / seen if seen else math.nan}
