@@ -29,5 +29,9 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-clean:
-	rm -rf $(VENV) results build *.egg-info
+# rebuild the study notebook and execute it in full mode (resumes the study's runs in results/)
+notebook: $(STAMP)
+	$(PY) tools/make_notebook.py --execute full
+
+clean:  # results/ holds the committed study; it is never removed here
+	rm -rf $(VENV) build *.egg-info

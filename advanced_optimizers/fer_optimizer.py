@@ -64,10 +64,10 @@ Design choices where the paper is silent:
   change). The store holds only finite values by construction.
 
 Measured (``benchmarks/fer.py``, MNIST, 5 seeds; numbers in ``docs/algorithms/fer.md``): WFS falls
-by 30–37% against Adam and SGD; accuracy is unchanged on the MLP but 0.83 pp lower on a short,
-still-underfitting CNN run; the time overhead is within noise on the CNN but 22–35% on the small MLP
-(per-operation cost of ~40 small tensor ops per batch on CPU). ``τ = 0.9`` beat the official
-``τ = 0`` by 0.48 pp accuracy on the MLP.
+by 31–64% against Adam and SGD with accuracy not worse (+0.04 to +0.17 pp, not significant; a
+shorter, still-underfitting CNN run was 0.83 pp worse); the time overhead is within noise on the CNN
+but about 30% on the small MLP (per-operation cost of ~40 small tensor ops per batch on CPU).
+``τ = 0.9`` beat the official ``τ = 0`` by 0.48 pp accuracy on the MLP.
 
 Usage::
 
@@ -94,6 +94,7 @@ import torch
 import torch.nn.functional as F
 
 from ._distributed import all_gather_rows, is_distributed
+from ._finite import all_finite, grads_of
 from ._validation import check_int, check_nonnegative, check_positive, check_probability
 
 __all__ = ["FEROptimizer", "create_fer_optimizer", "fer_lambda"]
@@ -363,11 +364,7 @@ class FEROptimizer(torch.optim.Optimizer):
             self.soft_targets[idx] = block[:, 2:].to(self.soft_targets.dtype)
 
     def _grads_finite(self) -> bool:
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return True
-        norms = torch._foreach_norm(grads)
-        return bool(torch.isfinite(torch.stack(norms)).all())
+        return all_finite(grads_of(self))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)

@@ -52,6 +52,9 @@ Design choices where the paper/official code is silent or where this library dif
   (``ProjectionContextInput``) in front of the network and train it together with the signal
   projection by the first loss (target ``G`` = one-hot similarity). Here the network's own first layer
   plays that role, so a SigProp net has exactly the layers of the backprop net it is compared with.
+* **Inputs and signals as one batch.** From block 2 on, ``[h; t]`` (B + K rows) goes through the
+  block in one call, so each layer runs one forward GEMM and one weight-gradient GEMM instead of two
+  of each plus a gradient accumulation. Exact for per-sample layers (the same condition as above).
 * **One optimizer, one backward.** The official code gives each layer its own optimizer and steps it
   inside the forward pass. Because every layer input is detached, summing the losses and calling
   ``backward()`` once gives the same gradients, and Adam is per-parameter, so one Adam with two
@@ -81,6 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._finite import all_finite, grads_of
 from ._validation import check_choice, check_int, check_nonnegative, check_positive
 
 __all__ = [
@@ -320,10 +324,13 @@ class _SigPropBase(nn.Module):
         g_class = eye  # similarity of layer 1's input signals: one-hot labels
         total: torch.Tensor | None = None
         scores = None
+        batch = h.shape[0]
         for index, block in enumerate(self.blocks):
-            h = block(h.detach())
-            if index > 0:
-                t = block(t.detach())
+            if index == 0:
+                h = block(h.detach())
+            else:  # inputs and class signals through the block as one batch: one GEMM each way
+                both = block(torch.cat([h.detach(), t.detach()]))
+                h, t = both[:batch], both[batch:]
             loss, scores = local_loss(self.loss, h, t, g_class, y, self.topk, column_labels)
             if eager:
                 loss.backward()
@@ -514,11 +521,7 @@ class SigPropAdam(torch.optim.Adam):
         super().add_param_group(param_group)
 
     def _grads_finite(self) -> bool:
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return True
-        # A sum is non-finite iff an entry is (or it overflows, which also deserves a skip).
-        return bool(torch.isfinite(torch.stack([g.sum() for g in grads])).all())
+        return all_finite(grads_of(self))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         loss = None

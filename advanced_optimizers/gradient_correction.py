@@ -82,6 +82,7 @@ from typing import Any
 
 import torch
 
+from ._finite import all_finite
 from ._validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["GradientCorrectionOptimizer", "create_gradient_correction_optimizer"]
@@ -182,7 +183,7 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not _all_finite(grads):
+        if grads and not all_finite(grads):
             self.skipped_steps += 1
             warnings.warn(
                 "GradientCorrectionOptimizer: non-finite gradient, step skipped "
@@ -372,11 +373,6 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-
-
-def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    norms = torch._foreach_norm(tensors)
-    return bool(torch.isfinite(torch.stack(norms)).all())
 
 
 def _copy_nested(value: Any) -> Any:

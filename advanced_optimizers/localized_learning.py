@@ -116,6 +116,7 @@ from torch import nn
 from torch.nn.grad import conv2d_weight
 
 from ._distributed import all_reduce_sum, is_distributed
+from ._finite import all_finite, grads_of
 from ._validation import (
     check_choice,
     check_int,
@@ -506,12 +507,8 @@ class LocalizedOptimizer(torch.optim.Optimizer):
         return loss
 
     def _all_finite(self) -> bool:
-        tensors = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        tensors += [term for pending in self._pending.values() for term in pending]
-        if not tensors:
-            return True
-        norms = torch._foreach_norm(tensors)
-        return bool(torch.isfinite(torch.stack(norms)).all())
+        pending = [term for terms in self._pending.values() for term in terms]
+        return all_finite(grads_of(self) + pending)
 
     @torch.no_grad()
     def _apply_hebbian(self) -> None:

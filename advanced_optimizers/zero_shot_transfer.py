@@ -94,6 +94,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._finite import all_finite, grads_of
 from ._validation import check_choice, check_int, check_nonnegative, check_positive, check_range
 
 __all__ = [
@@ -643,22 +644,6 @@ def check_lr_ratios(optimizer: torch.optim.Optimizer, rtol: float = 1e-6) -> boo
 # ----------------------------------------------------------------------------------------------
 # The optimizers: torch's own, plus the two guards
 # ----------------------------------------------------------------------------------------------
-def _all_grads_finite(optimizer: torch.optim.Optimizer) -> bool:
-    flags = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            g = p.grad
-            if g is None:
-                continue
-            if g.is_sparse:
-                g = g.coalesce()._values()
-            flags.append(torch.isfinite(g).all())
-    if not flags:
-        return True
-    device = flags[0].device
-    return bool(torch.stack([f.to(device) for f in flags]).all())  # one host sync
-
-
 class _MuPGuards:
     """Mixin: ``step`` checks non-finite gradients and the μP LR ratios before the torch step."""
 
@@ -686,7 +671,7 @@ class _MuPGuards:
                 raise RuntimeError(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         policy = self.defaults.get("mup_nonfinite", "skip")
-        if policy != "ignore" and not _all_grads_finite(self):
+        if policy != "ignore" and not all_finite(grads_of(self)):
             if policy == "raise":
                 raise FloatingPointError("non-finite gradient; step refused (nonfinite='raise')")
             warnings.warn(

@@ -19,6 +19,7 @@ def goals(path: Path) -> list[tuple[str, str]]:
         match = STATUS.search(line)
         if match and ("goal" in line.lower() or line.strip().startswith(match.group(1))):
             text = STATUS.sub("", line).replace("GOAL", "").strip(" :->")
+            text = re.sub(r"^goal\s*:?\s*", "", text, flags=re.IGNORECASE)
             rows.append((text.strip(), match.group(1).upper()))
     return rows
 
