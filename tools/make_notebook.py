@@ -57,7 +57,7 @@ if MODE == "quick":  # a few minutes on 2 CPU cores
     CNN_SETTINGS.update(epochs=1, seeds=[0], n_train=1000, n_test=1000)
 MLP_DIR = OUT / f"mnist-mlp-{MODE}"
 CNN_DIR = OUT / ("mnist-cnn-study" if MODE == "full" else "mnist-cnn-quick")
-print(MODE, SETTINGS, CNN_SETTINGS, sep="\n")
+print(MODE, SETTINGS, CNN_SETTINGS, sep="\\n")
 """)
 md(
     "## 1. Data\n\nThe real MNIST ships inside the package; CIFAR-10 is read from a directory you give (section 6)."
