@@ -66,7 +66,7 @@ Design choices where the paper is silent:
 Measured (``benchmarks/fer.py``, MNIST, 5 seeds; numbers in ``docs/algorithms/fer.md``): WFS falls
 by 31–64% against Adam and SGD with accuracy not worse (+0.04 to +0.17 pp, not significant; a
 shorter, still-underfitting CNN run was 0.83 pp worse); the time overhead is within noise on the CNN
-but about 30% on the small MLP (per-operation cost of ~40 small tensor ops per batch on CPU).
+but 12–21% on the small MLP (per-operation cost of ~40 small tensor ops per batch on CPU).
 ``τ = 0.9`` beat the official ``τ = 0`` by 0.48 pp accuracy on the MLP.
 
 Usage::
@@ -170,6 +170,7 @@ class FEROptimizer(torch.optim.Optimizer):
         self._loss_since_step = False
         self._warned_epoch: int | None = -1
         self._touched: list[torch.Tensor] = []  # store rows written since sync_distributed
+        self._warned_unsynced = False
 
     # -- epoch schedule ---------------------------------------------------------------------------
     def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
@@ -327,6 +328,16 @@ class FEROptimizer(torch.optim.Optimizer):
                 stacklevel=2,
             )
         self._loss_since_step = False
+        if self._touched:  # rows written under torch.distributed but never shared
+            self._touched = []
+            if not self._warned_unsynced:
+                self._warned_unsynced = True
+                warnings.warn(
+                    "FEROptimizer under torch.distributed: call optimizer.sync_distributed() after "
+                    "backward() and before step(), or each rank keeps only its own samples' store",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if self._grads_finite():
             self.base.step()
         else:

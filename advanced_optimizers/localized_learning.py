@@ -329,6 +329,8 @@ class LocalizedOptimizer(torch.optim.Optimizer):
         self._epoch_losses_seen = 0
         self._bad_loss = False
         self._pending: dict[int, list] = {}
+        self._synced = False  # sync_distributed() called since the last step
+        self._warned_unsynced = False
         self._snapshots = self._take_snapshots()
         self._set_requires_grad()
         self._hook_handles = [
@@ -490,6 +492,15 @@ class LocalizedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
             self.observe_loss(loss)
+        if self._pending and not self._synced and is_distributed() and not self._warned_unsynced:
+            self._warned_unsynced = True
+            warnings.warn(
+                "LocalizedOptimizer under torch.distributed: call optimizer.sync_distributed() after "
+                "backward() and before step(), or each rank applies its own shard's Hebbian update "
+                "and the ranks' weights drift apart",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self._bad_loss or not self._all_finite():
             self.skipped_steps += 1
             warnings.warn(
@@ -502,6 +513,7 @@ class LocalizedOptimizer(torch.optim.Optimizer):
             self._apply_hebbian()
             self.base.step()
         self._bad_loss = False
+        self._synced = False
         self._pending.clear()
         self.steps += 1
         return loss
@@ -533,6 +545,7 @@ class LocalizedOptimizer(torch.optim.Optimizer):
         """
         if not is_distributed(group):
             return
+        self._synced = True
         all_reduce_sum([term for i in sorted(self._pending) for term in self._pending[i]], group)
         ema = 0.0 if self.loss_ema is None else self.loss_ema
         stats = torch.tensor([ema, float(self._bad_loss)], dtype=torch.float64)

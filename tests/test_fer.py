@@ -394,3 +394,25 @@ def test_harness_methods_run(toy, method: str) -> None:
     assert last["fer_lambda"] == pytest.approx(0.9) and 0 < last["fer_flagged"] <= 1
     assert result.correct.shape == (2, 64)
     assert last["train_loss"] == last["train_loss"]  # finite, not NaN
+
+
+def test_distributed_rows_are_tracked_synced_and_a_missing_sync_warns(monkeypatch) -> None:
+    """Under torch.distributed the written rows are shared by sync_distributed (here a 1-rank
+    stand-in: the gather returns this rank's rows, so the store must come back unchanged); a step
+    without the sync warns once and forgets the rows instead of accumulating them."""
+    import advanced_optimizers.fer_optimizer as fer_module
+
+    monkeypatch.setattr(fer_module, "is_distributed", lambda group=None: True)
+    opt = loaded_opt(consistency_threshold=0.0)
+    opt.set_epoch(3)
+    z, y, idx = torch.tensor(LOGITS), torch.tensor(TARGETS), torch.tensor(INDICES)
+    opt.fer_loss(z, y, idx)
+    assert torch.equal(opt._touched[0], idx)
+    store, flags = opt.soft_targets.clone(), opt.ever_correct.clone()
+    opt.sync_distributed()
+    assert opt._touched == []
+    assert torch.equal(opt.soft_targets, store) and torch.equal(opt.ever_correct, flags)
+    opt.fer_loss(z, y, idx)
+    with pytest.warns(RuntimeWarning, match="sync_distributed"):
+        opt.step()
+    assert opt._touched == []

@@ -6,6 +6,7 @@ import copy
 import io
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -455,3 +456,19 @@ def test_hebbian_interval_runs_rule_every_kth_step():
         training_step(model, opt, x, y)
         changed.append(not torch.equal(before, opt.layers[0][1].weight))
     assert changed == [True, False, False, True, False, False] and opt.hebbian_steps == 2
+
+
+def test_missing_sync_under_distributed_warns_once(monkeypatch):
+    """Under torch.distributed, stepping with a pending Hebbian update that was never synced warns
+    (each rank would apply its own shard's update and the replicas would drift apart)."""
+    import advanced_optimizers.localized_learning as local_module
+
+    monkeypatch.setattr(local_module, "is_distributed", lambda group=None: True)
+    model, opt = make()
+    opt.set_transition(1)
+    x, y = cnn_batch()
+    with pytest.warns(RuntimeWarning, match="sync_distributed"):
+        training_step(model, opt, x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        training_step(model, opt, x, y)  # warned once only
