@@ -82,7 +82,7 @@ from typing import Any
 
 import torch
 
-from ._finite import all_finite
+from ._finite import all_finite, grads_of
 from ._validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["GradientCorrectionOptimizer", "create_gradient_correction_optimizer"]
@@ -182,8 +182,7 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not all_finite(grads):
+        if not all_finite(grads_of(self)):
             self.skipped_steps += 1
             warnings.warn(
                 "GradientCorrectionOptimizer: non-finite gradient, step skipped "

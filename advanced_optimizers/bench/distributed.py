@@ -20,9 +20,8 @@ import os
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from .._distributed import all_gather_rows
+from .._distributed import all_gather_rows, all_reduce_sum
 from .methods import Batch
 
 __all__ = [
@@ -103,13 +102,7 @@ def average_gradients(model: nn.Module) -> None:
     world = world_size()
     if world == 1:
         return
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for p in model.parameters():
-        if p.grad is not None:
-            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-    for grads in by_dtype.values():
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat /= world
-        for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-            grad.copy_(reduced)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    all_reduce_sum(grads)
+    for grad in grads:
+        grad.div_(world)
