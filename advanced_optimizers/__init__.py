@@ -4,21 +4,21 @@ The algorithms need torch only; the experiment harness (``advanced_optimizers.be
 command) needs the ``bench`` extra.
 """
 
-from .fer_optimizer import FEROptimizer, create_fer_optimizer, fer_lambda
-from .forward_signal import (
+from .fer import FEROptimizer, create_fer_optimizer, fer_lambda
+from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
+from .localized import LocalizedOptimizer, create_localized_optimizer
+from .mup import (
+    apply_mup_init,
+    classify_parameters,
+    create_mu_transfer_optimizer,
+    mup_param_groups,
+)
+from .sigprop import (
     LOCAL_LOSSES,
     SigPropAdam,
     SigPropCNN,
     SigPropNet,
     create_sigprop_optimizer,
-)
-from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
-from .localized_learning import LocalizedOptimizer, create_localized_optimizer
-from .zero_shot_transfer import (
-    apply_mup_init,
-    classify_parameters,
-    create_mu_transfer_optimizer,
-    mup_param_groups,
 )
 
 __version__ = "0.1.0"

@@ -138,7 +138,7 @@ def _gc_entry(base: type, **kwargs: Any) -> Entry:
 
 
 def _local_entry(mode: str) -> Entry:
-    from advanced_optimizers.localized_learning import create_localized_optimizer
+    from advanced_optimizers.localized import create_localized_optimizer
 
     def build(dtype):
         model = tiny_mlp(dtype)
@@ -158,7 +158,7 @@ def _local_entry(mode: str) -> Entry:
         return loss
 
     return Entry(
-        f"local-sgd-{mode}",
+        f"localized-sgd-{mode}",
         _seeded(build),
         loss=observe,
         end_epoch=lambda model, optimizer, loss: optimizer.end_epoch(loss),
@@ -187,7 +187,7 @@ def _local_entry(mode: str) -> Entry:
 
 
 def _fer_entry(base: type, **kwargs: Any) -> Entry:
-    from advanced_optimizers.fer_optimizer import FEROptimizer
+    from advanced_optimizers.fer import FEROptimizer
 
     def build(dtype):
         model = tiny_mlp(dtype)
@@ -227,7 +227,7 @@ def _fer_entry(base: type, **kwargs: Any) -> Entry:
 
 
 def _sigprop_entry(loss_name: str) -> Entry:
-    from advanced_optimizers.forward_signal import SigPropNet, create_sigprop_optimizer
+    from advanced_optimizers.sigprop import SigPropNet, create_sigprop_optimizer
 
     def build(dtype):
         model = SigPropNet(16, [8, 8], CLASSES, loss=loss_name).to(dtype)
@@ -268,7 +268,7 @@ ENTRIES += [
 
 def _mup_entry(optimizer: str, **hyper: Any) -> Entry:
     """μP on the tiny MLP read as width 8 of a proxy tuned at width 4 (multiplier 2)."""
-    from advanced_optimizers.zero_shot_transfer import create_mu_transfer_optimizer
+    from advanced_optimizers.mup import create_mu_transfer_optimizer
 
     def make(model: nn.Module, **kw: Any) -> torch.optim.Optimizer:
         options = {"base_hyperparams": hyper, "optimizer": optimizer} | kw

@@ -111,7 +111,7 @@ def test_lr_schedulers_drive_it(entry: Entry, scheduler: str) -> None:
         "StepLR": {"step_size": 1, "gamma": 0.5},
         "CosineAnnealingLR": {"T_max": 4},
         # one max_lr per group keeps groups' lr ratios (μP's per-group learning rates survive it;
-        # a scalar max_lr would flatten them, which μP detects: tests/test_zero_shot_transfer.py)
+        # a scalar max_lr would flatten them, which μP detects: tests/test_mup.py)
         "OneCycleLR": {"max_lr": [g["lr"] for g in optimizer.param_groups], "total_steps": 10},
     }[scheduler]
     sched = getattr(torch.optim.lr_scheduler, scheduler)(optimizer, **kwargs)

@@ -26,11 +26,15 @@ TIMING = {"train_seconds", "eval_seconds", "epoch_seconds"}
 # nor 1 on this fast-falling toy loss, so both its pooled update and its averaged gate are exercised.
 # FER: official τ = 0, so the store fills on this toy problem and its sync is exercised.
 OPTIONS = {
-    "local-sgd": {"selection_mode": "static", "warmup_epochs": 0, "weak_supervision_weight": 10.0},
+    "localized-sgd": {
+        "selection_mode": "static",
+        "warmup_epochs": 0,
+        "weak_supervision_weight": 10.0,
+    },
     "fer-adam": {"consistency_threshold": 0.0},
     "fer-sgd": {"consistency_threshold": 0.0},
 }
-EXERCISED = {"fer-adam": "fer_flagged", "fer-sgd": "fer_flagged", "local-sgd": "transition"}
+EXERCISED = {"fer-adam": "fer_flagged", "fer-sgd": "fer_flagged", "localized-sgd": "transition"}
 
 
 def _config(method: str) -> RunConfig:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advanced_optimizers.bench.train import RunConfig, train_run
-from advanced_optimizers.fer_optimizer import FEROptimizer, create_fer_optimizer, fer_lambda
+from advanced_optimizers.fer import FEROptimizer, create_fer_optimizer, fer_lambda
 
 C = 3
 
@@ -400,7 +400,7 @@ def test_distributed_rows_are_tracked_synced_and_a_missing_sync_warns(monkeypatc
     """Under torch.distributed the written rows are shared by sync_distributed (here a 1-rank
     stand-in: the gather returns this rank's rows, so the store must come back unchanged); a step
     without the sync warns once and forgets the rows instead of accumulating them."""
-    import advanced_optimizers.fer_optimizer as fer_module
+    import advanced_optimizers.fer as fer_module
 
     monkeypatch.setattr(fer_module, "is_distributed", lambda group=None: True)
     opt = loaded_opt(consistency_threshold=0.0)

@@ -1,4 +1,4 @@
-"""Behaviour of SigProp (advanced_optimizers.forward_signal) and its harness plugin."""
+"""Behaviour of SigProp (advanced_optimizers.sigprop) and its harness plugin."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from advanced_optimizers.forward_signal import (
+from advanced_optimizers.sigprop import (
     LOCAL_LOSSES,
     SigPropCNN,
     SigPropNet,

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zero_shot_transfer import apply_mup_init, classify_parameters, create_mu_transfer_optimizer
+from ..mup import apply_mup_init, classify_parameters, create_mu_transfer_optimizer
 from .data import Dataset
 from .models import ModelSpec
 from .train import RunConfig, train_run

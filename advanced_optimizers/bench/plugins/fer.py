@@ -1,6 +1,6 @@
 """FER in the harness: methods ``fer-adam`` and ``fer-sgd`` (FER on Adam / on SGD with momentum).
 
-The optimizer is :class:`advanced_optimizers.fer_optimizer.FEROptimizer` with ``memory_size`` equal to
+The optimizer is :class:`advanced_optimizers.fer.FEROptimizer` with ``memory_size`` equal to
 the training-set size; every batch's loss is ``optimizer.fer_loss(model(x), y, batch.index)`` and
 ``start_epoch`` tells the optimizer the epoch (``λ_t`` needs ``t`` and ``E``). ``end_epoch`` records
 ``fer_flagged`` (fraction of training samples in the store), ``fer_target_mass`` and ``fer_lambda``.
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...fer_optimizer import FEROptimizer
+from ...fer import FEROptimizer
 from ..methods import Batch, EpochInfo, Method, Setup, register
 
 

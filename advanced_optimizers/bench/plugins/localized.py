@@ -1,6 +1,6 @@
-"""LoCal+SGD in the harness: method ``local-sgd`` (Hebbian early layers, SGD with momentum after T).
+"""LoCal+SGD in the harness: method ``localized-sgd`` (Hebbian early layers, SGD with momentum after T).
 
-The optimizer is :func:`advanced_optimizers.localized_learning.create_localized_optimizer` around
+The optimizer is :func:`advanced_optimizers.localized.create_localized_optimizer` around
 ``torch.optim.SGD`` with the harness's lr, momentum and weight decay. Every batch's loss is fed to
 the weak-supervision gate; ``end_epoch`` calls the optimizer's epoch hook (which moves the
 transition layer) and records ``transition`` (T during the epoch), ``transition_next`` and
@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...localized_learning import LocalizedOptimizer, create_localized_optimizer
+from ...localized import LocalizedOptimizer, create_localized_optimizer
 from ..methods import Batch, EpochInfo, Method, Setup, register
 
 
 @register
-class LocalSGD(Method):
-    name = "local-sgd"
+class LocalizedSGD(Method):
+    name = "localized-sgd"
     summary = "LoCal+SGD: Hebbian (Oja subspace) layers before a moving transition layer, SGD after"
     default_lr = 0.05
 

@@ -5,7 +5,7 @@ same architecture at ``base_width`` (base and a ``base_width + 1`` delta are bui
 device; the dims where they differ are the wide ones, as with mup's delta model, so classification
 cannot be fooled by a dimension that happens to be a multiple of the width, and the roles are known
 even at ``width == base_width``, where ``readout_zero_init`` then still applies).
-The optimizer is :class:`advanced_optimizers.zero_shot_transfer.MuPAdam` (``torch.optim.Adam`` with
+The optimizer is :class:`advanced_optimizers.mup.MuPAdam` (``torch.optim.Adam`` with
 μP param groups), with the harness's lr and weight decay taken as the base-width hyperparameters.
 At ``width == base_width`` every factor is 1, so the run is identical to the ``adam`` baseline.
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..._validation import check_int
-from ...zero_shot_transfer import (
+from ...mup import (
     apply_mup_init,
     classify_parameters,
     create_mu_transfer_optimizer,

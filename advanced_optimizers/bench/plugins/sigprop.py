@@ -26,7 +26,7 @@ from torch import nn
 
 from ..._distributed import all_reduce_sum
 from ..._validation import check_choice, check_int, check_positive
-from ...forward_signal import LOCAL_LOSSES, SigPropCNN, SigPropNet, create_sigprop_optimizer
+from ...sigprop import LOCAL_LOSSES, SigPropCNN, SigPropNet, create_sigprop_optimizer
 from ..distributed import unshard, world_size
 from ..methods import Batch, EpochInfo, Method, Setup, register
 from ..models import ModelSpec

@@ -115,9 +115,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_weight
 
-from ._distributed import all_reduce_sum, is_distributed
-from ._finite import all_finite, grads_of
-from ._validation import (
+from .._distributed import all_reduce_sum, is_distributed
+from .._finite import all_finite, grads_of
+from .._validation import (
     check_choice,
     check_int,
     check_nonnegative,

@@ -94,8 +94,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._finite import all_finite, grads_of
-from ._validation import check_choice, check_int, check_nonnegative, check_positive, check_range
+from .._finite import all_finite, grads_of
+from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_range
 
 __all__ = [
     "ROLES",

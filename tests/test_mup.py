@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advanced_optimizers.zero_shot_transfer import (
+from advanced_optimizers.mup import (
     AmbiguousParameterError,
     DepthScaledResidual,
     MuPAdam,

@@ -14,7 +14,7 @@ Goals (issue 5), checked in a full run:
    the best loss of its own sweep;
 4. wider is better at that transferred LR (μP loss decreases with every width step).
 
-Run: ``python benchmarks/mu_transfer.py`` (full: widths 64…1024, LRs 2^-12…2^-5, 2 seeds, 6 epochs of
+Run: ``python benchmarks/mup.py`` (full: widths 64…1024, LRs 2^-12…2^-5, 2 seeds, 6 epochs of
 4096 samples = 192 steps; about 12 minutes on one core) or ``--quick`` (a smoke run; goals are not
 evaluated). Exit status 1 when a goal is missed.
 """

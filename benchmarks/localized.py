@@ -7,7 +7,7 @@ background load on the shared machine hits all methods alike. Times are the harn
 seconds (evaluation and checkpointing excluded). Ratios are per seed (LoCal / SGD of the same seed),
 then averaged.
 
-* ``local-sgd``: the default dynamic selection with ``settle_ratio`` and ``hebbian_subsample`` as
+* ``localized-sgd``: the default dynamic selection with ``settle_ratio`` and ``hebbian_subsample`` as
   printed; CNN: ``max_transition=4`` (the four convs may go localized, both Linear layers stay SGD).
 * ``local-k4``: the same with ``hebbian_interval=4`` (the rule runs on every 4th step only).
 * ``frozen``: the same method with ``hebbian_lr=0`` (localized layers frozen, same selection rule).
@@ -20,7 +20,7 @@ then averaged.
 Goals (the paper's claim), for each LoCal variant: end-to-end time <= 0.67x SGD's with mean final
 accuracy within 0.5 points; mean accuracy >= the frozen ablation's. Exit status 1 if any is missed.
 
-Run: ``python benchmarks/localized_learning.py [--seeds 3] [--epochs 8] [--quick]``
+Run: ``python benchmarks/localized.py [--seeds 3] [--epochs 8] [--quick]``
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from advanced_optimizers.bench.data import load_dataset
 from advanced_optimizers.bench.models import ModelSpec
 from advanced_optimizers.bench.stats import mean_ci, paired_test
 from advanced_optimizers.bench.train import RunConfig, train_run
-from advanced_optimizers.localized_learning import create_localized_optimizer
+from advanced_optimizers.localized import create_localized_optimizer
 
 TIME_GOAL = 0.67
 ACC_GOAL_POINTS = 0.5
@@ -57,9 +57,9 @@ def method_configs(arch: str, args: argparse.Namespace) -> dict[str, tuple]:
         local["max_transition"] = 4
     return {
         "sgd": ("sgd", {}),
-        "local-sgd": ("local-sgd", dict(local)),
-        "local-k4": ("local-sgd", dict(local, hebbian_interval=4)),
-        "frozen": ("local-sgd", dict(local, hebbian_lr=0.0)),
+        "localized-sgd": ("localized-sgd", dict(local)),
+        "local-k4": ("localized-sgd", dict(local, hebbian_interval=4)),
+        "frozen": ("localized-sgd", dict(local, hebbian_lr=0.0)),
     }
 
 
@@ -193,7 +193,7 @@ def summarise(arch: str, label: str, out: dict) -> tuple[list[str], dict]:
             f"{r['mean']:9.3f} {ci:>16s} {a['mean']:10.2f} {aci:>17s} {mem:>22s}  {t_seq}"
         )
     per_epoch = []
-    for name in ("local-sgd", "local-k4", "frozen"):
+    for name in ("localized-sgd", "local-k4", "frozen"):
         rows = []
         for r, s in zip(runs[name], runs["sgd"], strict=True):
             rows.append(
@@ -208,7 +208,7 @@ def summarise(arch: str, label: str, out: dict) -> tuple[list[str], dict]:
         )
     lines += per_epoch
     goals = {}
-    for name in ("local-sgd", "local-k4"):
+    for name in ("localized-sgd", "local-k4"):
         vs_sgd = paired_test(acc[name], acc["sgd"])
         vs_frozen = paired_test(acc[name], acc["frozen"])
         lines.append(
@@ -223,8 +223,8 @@ def summarise(arch: str, label: str, out: dict) -> tuple[list[str], dict]:
             vs_sgd["mean_diff"] >= -ACC_GOAL_POINTS
         )
         goals[f"{arch} {name}: accuracy >= frozen ablation"] = vs_frozen["mean_diff"] >= 0.0
-    gates = [round(h.get("hebbian_gate", math.nan), 2) for h in runs["local-sgd"][0].history]
-    lines.append(f"  local-sgd Hebbian gate at epoch ends (seed 0): {gates}")
+    gates = [round(h.get("hebbian_gate", math.nan), 2) for h in runs["localized-sgd"][0].history]
+    lines.append(f"  localized-sgd Hebbian gate at epoch ends (seed 0): {gates}")
     summary = {
         "total_seconds": total,
         "accuracy_percent": acc,
@@ -246,7 +246,7 @@ def plot_transitions(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.4), squeeze=False)
     for ax, (arch, data) in zip(axes[0], results.items(), strict=True):
-        for name, style in (("local-sgd", "-o"), ("local-k4", ":^"), ("frozen", "--s")):
+        for name, style in (("localized-sgd", "-o"), ("local-k4", ":^"), ("frozen", "--s")):
             for k, seq in enumerate(data["summary"]["transition"][name]):
                 epochs = range(1, len(seq) + 1)
                 label = f"{name} (seed {k})"
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-ratio", type=float, default=0.75, help="dynamic settle ratio")
     parser.add_argument("--hebbian-subsample", type=float, default=0.25)
     parser.add_argument("--models", default="cnn,mlp", help="comma list of cnn, mlp")
-    parser.add_argument("--out", default="results/localized_learning", help="PNG/JSON directory")
+    parser.add_argument("--out", default="results/localized", help="PNG/JSON directory")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny subsets, 2 seeds")
     args = parser.parse_args(argv)
     if args.quick:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advanced_optimizers.localized_learning import (
+from advanced_optimizers.localized import (
     LocalizedOptimizer,
     create_localized_optimizer,
     find_localizable_layers,
@@ -418,7 +418,7 @@ def test_harness_plugin_records_T_and_resumes(tmp_path, toy):
     from advanced_optimizers.bench.train import RunConfig, train_run
 
     config = RunConfig(
-        "local-sgd",
+        "localized-sgd",
         {"selection_mode": "static", "hebbian_lr": 0.01},
         arch="mlp",
         width=32,
@@ -461,7 +461,7 @@ def test_hebbian_interval_runs_rule_every_kth_step():
 def test_missing_sync_under_distributed_warns_once(monkeypatch):
     """Under torch.distributed, stepping with a pending Hebbian update that was never synced warns
     (each rank would apply its own shard's update and the replicas would drift apart)."""
-    import advanced_optimizers.localized_learning as local_module
+    import advanced_optimizers.localized.optimizer as local_module
 
     monkeypatch.setattr(local_module, "is_distributed", lambda group=None: True)
     model, opt = make()
