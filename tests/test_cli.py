@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,22 @@ def test_methods_lists_baselines(capsys: pytest.CaptureFixture) -> None:
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("sgd") and "adam" in out
+
+
+def test_methods_into_a_closed_pipe_exits_quietly() -> None:
+    """``advopt methods | head -1``: the reader is gone before the output is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE, as after head has exited
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "advanced_optimizers.bench.cli", "methods"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stderr == ""
+    assert proc.returncode == 1

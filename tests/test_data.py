@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import pickle
 import tarfile
 import threading
@@ -294,3 +295,139 @@ def test_epoch_order_depends_on_seed_and_epoch_only(toy) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="name must be one of"):
         load_dataset("imagenet")
+
+
+# -- CIFAR-10 batches are pickles: verified by SHA-256 and read by a restricted unpickler ----------
+
+
+class _RunsCode:
+    """A pickle that, loaded by plain ``pickle.load``, runs a shell command (creates a marker)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _planted_batch(marker: Path) -> bytes:
+    return pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]})
+
+
+def _write_manifest(directory: Path, archive_sha: str | None = None) -> None:
+    """The manifest ``advopt`` writes when it extracts the verified official archive."""
+    official = CATALOG["cifar10"].sha256["cifar-10-python.tar.gz"][0]
+    sources.write_manifest(directory, "cifar-10-python.tar.gz", archive_sha or official)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, pickle.HIGHEST_PROTOCOL])
+def test_cifar_planted_pickle_is_refused_without_running_it(tmp_path: Path, protocol: int) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}, protocol=protocol))
+    with pytest.raises(DataFormatError, match=r"data_batch_1: refused to unpickle posix\.system"):
+        read_cifar_batch(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("with_manifest", [False, True], ids=["no-manifest", "forged-manifest"])
+@pytest.mark.parametrize("check_sums", [True, False], ids=["checked", "trusted"])
+def test_cifar_planted_directory_never_runs_code(
+    tmp_path: Path, with_manifest: bool, check_sums: bool
+) -> None:
+    """Planted under --data-dir: refused for lacking a manifest, or (a manifest forged with the
+    planted files' sums, or the user trusting the files) by the restricted unpickler."""
+    marker = tmp_path / "pwned"
+    directory = tmp_path / "data" / "cifar-10-batches-py"
+    _write_cifar(directory)
+    (directory / "data_batch_1").write_bytes(_planted_batch(marker))
+    if with_manifest:
+        _write_manifest(directory)
+    with pytest.raises(DataFormatError) as info:
+        load_dataset(
+            "cifar10",
+            data_dir=tmp_path / "data",
+            download_ok=False,
+            progress=False,
+            check_sums=check_sums,
+        )
+    assert not marker.exists()
+    text = str(info.value)
+    assert str(directory) in text
+    if check_sums and not with_manifest:
+        assert "advopt-manifest.json" in text and "--trust-local-data" in text
+    else:
+        assert "refused to unpickle" in text
+
+
+def test_cifar_files_with_accepted_sums_load(tmp_path: Path) -> None:
+    directory = tmp_path / "cifar-10-batches-py"
+    _write_cifar(directory)
+    _write_manifest(directory)
+    ds = load_dataset("cifar10", data_dir=tmp_path, download_ok=False, progress=False)
+    assert ds.x_train.shape == (40, 3, 32, 32) and ds.n_test == 8
+    images, labels = read_cifar_batch(directory / "test_batch", _sha(directory / "test_batch"))
+    assert images.shape == (8, 3, 32, 32) and labels.dtype == np.int64
+
+
+def test_cifar_file_changed_after_verification_is_not_read(tmp_path: Path) -> None:
+    directory = tmp_path / "cifar-10-batches-py"
+    _write_cifar(directory)
+    _write_manifest(directory)
+    (directory / "test_batch").write_bytes(_cifar_batch(8, 99))
+    with pytest.raises(DataFormatError, match=r"test_batch: SHA-256 mismatch"):
+        load_dataset("cifar10", data_dir=tmp_path, download_ok=False, progress=False)
+    with pytest.raises(DataFormatError, match="SHA-256 mismatch"):
+        read_cifar_batch(directory / "test_batch", "0" * 64)
+
+
+@pytest.mark.parametrize(
+    "problem, archive_sha, match",
+    [
+        ("not from the official archive", "f" * 64, "does not come from the official"),
+        ("damaged", None, "is damaged"),
+    ],
+)
+def test_cifar_manifest_must_come_from_the_official_archive(
+    tmp_path: Path, problem: str, archive_sha: str | None, match: str
+) -> None:
+    directory = tmp_path / "cifar-10-batches-py"
+    _write_cifar(directory)
+    _write_manifest(directory, archive_sha)
+    if problem == "damaged":
+        (directory / "advopt-manifest.json").write_text("{")
+    with pytest.raises(DataFormatError, match=match):
+        load_dataset("cifar10", data_dir=tmp_path, download_ok=False, progress=False)
+
+
+def test_cifar_download_writes_a_manifest_of_the_extracted_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_cifar(tmp_path / "src" / "cifar-10-batches-py")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    (mirror / "cifar-10-python.tar.gz").write_bytes(buffer.getvalue())
+    archive_sha = _sha(mirror / "cifar-10-python.tar.gz")
+    base = CATALOG["cifar10"]
+    with _Server(mirror) as url:
+        spec = DatasetFiles(
+            "cifar10",
+            base.files,
+            {"cifar-10-python.tar.gz": (archive_sha,)},
+            (url,),
+            base.subdirs,
+            base.archive,
+            base.archive_dir,
+        )
+        monkeypatch.setitem(CATALOG, "cifar10", spec)
+        load_dataset("cifar10", data_dir=tmp_path / "data", progress=False)
+    directory = tmp_path / "data" / "cifar-10-batches-py"
+    manifest = json.loads((directory / "advopt-manifest.json").read_text())
+    assert manifest["archive_sha256"] == archive_sha
+    assert manifest["files"]["data_batch_3"] == _sha(directory / "data_batch_3")
+    assert not list(directory.glob("*.tmp"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +68,60 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
     return value
+
+
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _real(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    value = _real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be in [0, 1) (0 = no momentum, 0.9 = the usual), got {text}"
+        )
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    value = _real(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    """``--device``: one of auto/cpu/cuda/mps that this machine has (checked at parse time)."""
+    from .device import DEVICES, available_devices
+
+    if text not in DEVICES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(DEVICES)}, got {text!r}")
+    available = available_devices()
+    if text not in available:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not available on this machine; available: {', '.join(available)}"
+        )
+    return text
+
+
+_TRUST_HELP = (
+    "read local dataset files without checking their SHA-256 sums (your own copies, e.g. a "
+    "cifar-10-batches-py unpacked by hand); CIFAR-10 batches are still read with a restricted "
+    "unpickler that cannot run code"
+)
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -126,12 +182,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
     p.add_argument(
         "--lr",
-        type=float,
+        type=_learning_rate,
         default=None,
-        help="learning rate for every method (default: each method's own default)",
+        help="learning rate (> 0) for every method (default: each method's own default)",
     )
-    p.add_argument("--momentum", type=float, default=0.9, help="for SGD-based methods (0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="default: 0")
+    p.add_argument(
+        "--momentum", type=_momentum, default=0.9, help="for SGD-based methods, in [0, 1) (0.9)"
+    )
+    p.add_argument("--weight-decay", type=_nonnegative, default=0.0, help=">= 0 (default: 0)")
     p.add_argument(
         "--schedule",
         choices=SCHEDULES,
@@ -175,8 +233,16 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="output directory (default: results/<dataset>-<arch>-<preset>)",
+        help="output directory (default: results/<dataset>-<arch>-<preset>); one compare "
+        "at a time may write into it, and it only ever resumes the same experiment",
     )
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        help="where to train: auto (cuda if available, else cpu), cpu, cuda or mps (default: auto)",
+    )
+    p.add_argument("--trust-local-data", action="store_true", help=_TRUST_HELP)
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -190,10 +256,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import PRESETS, Experiment, run_experiment
+    from .device import resolve_device
     from .distributed import init_from_env, is_main
     from .report import markdown_table, summarize
 
-    init_from_env()
+    device = resolve_device(args.device)
+    init_from_env(device)
     if args.threads is not None:
         import torch
 
@@ -219,16 +287,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         n_test=args.n_test or preset["n_test"],
         schedule=args.schedule or preset["schedule"],
         method_options=options,
+        device=device.type,
     )
     out = args.out or Path("results") / f"{args.dataset}-{args.arch}-{args.preset}"
-    runs = run_experiment(experiment, out, data_dir=args.data_dir, progress=not args.no_progress)
+    runs = run_experiment(
+        experiment,
+        out,
+        data_dir=args.data_dir,
+        progress=not args.no_progress,
+        check_sums=not args.trust_local_data,
+    )
     if not is_main():
         return 0
     if args.target is not None:
         from .compare import environment
         from .report import write_outputs
 
-        write_outputs(out, experiment, runs, environment(), target=args.target)
+        write_outputs(out, experiment, runs, environment(device), target=args.target)
     print(markdown_table(summarize(runs, args.target)))
     print(
         f"results: {out / 'results.json'}\n         {out / 'results.csv'}\n"
@@ -260,10 +335,35 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+class _SavedExperiment(dict):
+    """``experiment.json`` as saved, for ``report``: no re-validation against today's registry,
+    so results whose methods were since renamed or removed can still be summarised."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+
+def _read_experiment(out: Path) -> _SavedExperiment:
     import json
 
-    from .compare import Experiment, environment, load_runs
+    path = out / "experiment.json"
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is missing; rebuild it by re-running compare, or use --no-write"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{path} is damaged ({type(exc).__name__}); use --no-write, or re-run compare"
+        ) from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a JSON object; use --no-write, or re-run compare")
+    return _SavedExperiment(saved)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .compare import environment, load_runs
     from .report import markdown_table, summarize, write_outputs
 
     runs = load_runs(args.out, args.methods)
@@ -273,8 +373,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.no_write:
         print(markdown_table(summarize(runs, args.target)))
         return 0
-    experiment = Experiment(**json.loads((args.out / "experiment.json").read_text()))
-    summary = write_outputs(args.out, experiment, runs, environment(), target=args.target)
+    experiment = _read_experiment(args.out)
+    device = experiment.get("device")
+    summary = write_outputs(args.out, experiment, runs, environment(device), target=args.target)
     print(markdown_table(summary))
     return 0
 
@@ -308,13 +409,19 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--data-dir", default=None, help="see compare --data-dir")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.add_argument("--trust-local-data", action="store_true", help=_TRUST_HELP)
     p.set_defaults(func=cmd_data)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, download_ok=not args.no_download)
+    ds = load_dataset(
+        args.dataset,
+        data_dir=args.data_dir,
+        download_ok=not args.no_download,
+        check_sums=not args.trust_local_data,
+    )
     print(
         f"{ds.name}: train {tuple(ds.x_train.shape)}, test {tuple(ds.x_test.shape)}, "
         f"{ds.num_classes} classes"
@@ -348,7 +455,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe (advopt methods | head -1) shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away: stop quietly. Point stdout at devnull so that the interpreter's
+        # final flush does not raise again (the recipe of the Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"advopt {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .._distributed import all_gather_rows, all_reduce_sum
+from .device import backend_for, resolve_device
 from .methods import Batch
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "init_from_env",
     "is_main",
     "mean_over_ranks",
+    "raise_together",
     "rank",
     "shard",
     "unshard",
@@ -37,15 +39,49 @@ __all__ = [
 ]
 
 
-def init_from_env() -> bool:
-    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1); True if distributed."""
+def init_from_env(device: str | torch.device | None = None) -> bool:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1); True if distributed.
+
+    ``device`` is the one training will use (``None`` = ``auto``, see :mod:`.device`): the backend is
+    ``nccl`` when it is a CUDA device (each process then uses the GPU of its ``LOCAL_RANK``) and
+    ``gloo`` otherwise — also on a machine that has GPUs but trains on the CPU.
+    """
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
+    target = resolve_device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    dist.init_process_group(backend=backend_for(target))
     return True
+
+
+def _collective_device() -> torch.device:
+    """Where tensors for a collective must live: the current GPU under nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def raise_together(error: BaseException | None) -> None:
+    """Collective error check: every rank passes its error (or ``None``) and, if any rank failed,
+    every rank raises (the failed ones their own error, the others a ``ValueError`` quoting it).
+
+    Without it, a check that fails on rank 0 only (the output directory, say) would leave the other
+    ranks waiting at the next collective. Not distributed: raises ``error`` if there is one.
+    """
+    if world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * world_size()
+    dist.all_gather_object(messages, None if error is None else str(error))
+    if error is not None:
+        raise error
+    for r, message in enumerate(messages):
+        if message is not None:
+            raise ValueError(f"rank {r} failed: {message}")
 
 
 def world_size() -> int:
@@ -71,7 +107,7 @@ def mean_over_ranks(value: float) -> float:
     world = world_size()
     if world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return t.item() / world
 

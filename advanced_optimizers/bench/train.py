@@ -10,6 +10,12 @@ one seed start from the same weights and see the same batches. With a ``checkpoi
 optimizer, RNG state and history are saved atomically after every epoch; a restarted run resumes from
 there and ends with the same result as an uninterrupted one.
 
+The model is built on ``torch.manual_seed(seed)`` on the CPU, then moved to ``config.device`` before its
+optimizer is built; the dataset stays in CPU memory and every batch (training and evaluation) is
+moved to the device as it is used. A config carries the run's full fingerprint — the data
+(``dataset``, ``n_train``, ``n_test``, ``data_id``) and the device as well as the model and the
+optimisation settings — so a checkpoint or a finished run is only ever reused by the same experiment.
+
 Under ``torchrun`` every rank trains on its shard of each global batch and the gradients are averaged
 across ranks (:mod:`.distributed`); the records and checkpoints are those of rank 0.
 """
@@ -17,8 +23,11 @@ across ranks (:mod:`.distributed`); the records and checkpoints are those of ran
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
+import pickle
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,17 +39,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from .._validation import check_choice, check_int, check_nonnegative, check_positive
+from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_range
 from .atomic import write_torch
-from .data import Dataset
+from .data import Dataset, move_batch
+from .device import resolve_device
 from .distributed import average_gradients, is_main, mean_over_ranks, shard, world_size
 from .methods import EpochInfo, Method, Setup, get_method
 from .models import ModelSpec
 
-__all__ = ["RunConfig", "RunResult", "evaluate", "train_run"]
+__all__ = [
+    "FINGERPRINT_FIELDS",
+    "RunConfig",
+    "RunResult",
+    "config_differences",
+    "data_id",
+    "evaluate",
+    "read_checkpoint",
+    "train_run",
+]
 
 
 SCHEDULES = ("constant", "cosine")
+
+# RunConfig fields added to make a run's record identify its experiment completely; a run file or
+# checkpoint written before they existed lacks them (they load as ``None``: "unknown").
+FINGERPRINT_FIELDS = ("dataset", "n_train", "n_test", "data_id", "device")
+_RUN_DEVICES = ("cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,11 @@ class RunConfig:
     ``schedule``: ``"constant"`` keeps each param group's learning rate; ``"cosine"`` multiplies it by
     ``(1 + cos(π s / S)) / 2`` at step ``s`` of ``S`` (``CosineAnnealingLR`` stepped per batch, so
     per-group ratios — μP's, for instance — are kept).
+
+    The data and device fields are the run's fingerprint (``None`` = not recorded): ``dataset`` the
+    dataset's name, ``n_train`` / ``n_test`` the numbers of samples actually used, ``data_id`` a
+    digest of the labels used (:func:`data_id`), ``device`` the device type trained on (``None``
+    trains on the CPU). When set, :func:`train_run` checks them against the dataset it is given.
     """
 
     method: str
@@ -64,6 +93,11 @@ class RunConfig:
     weight_decay: float = 0.0
     seed: int = 0
     schedule: str = "constant"
+    dataset: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    data_id: str | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -72,8 +106,13 @@ class RunConfig:
         check_int("seed", self.seed, 0)
         if self.lr is not None:
             check_positive("lr", self.lr)
-        check_nonnegative("momentum", self.momentum)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_nonnegative("weight_decay", self.weight_decay)
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
+        if self.device is not None:
+            check_choice("device", self.device, _RUN_DEVICES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +146,76 @@ class RunResult:
         return cls(RunConfig(**data["config"]), data["history"], correct)
 
 
+def data_id(dataset: Dataset) -> str:
+    """A short digest of ``dataset``'s labels (train, then test) and sizes.
+
+    It tells one subset, order or source of the data from another. It is computed on the labels
+    only: they are exact integers, whereas the normalised images can differ in their last bits from
+    one machine or thread count to another; the images of the catalog datasets are pinned by their
+    files' SHA-256 sums.
+    """
+    digest = hashlib.sha256(f"{dataset.name}:{dataset.n_train}:{dataset.n_test}:".encode())
+    for labels in (dataset.y_train, dataset.y_test):
+        digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``"name: saved X, now Y"`` for every field of two config dicts that differs."""
+    keys = list(wanted) + [k for k in saved if k not in wanted]
+    return [
+        f"{key}: saved {saved.get(key, '(not recorded)')!r}, now {wanted.get(key)!r}"
+        for key in keys
+        if saved.get(key, _MISSING) != wanted.get(key, _MISSING)
+    ]
+
+
+_MISSING = object()
+_CHECKPOINT_KEYS = {"config", "model", "optimizer", "rng", "history", "correct"}
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train_run` (tensors only, onto the CPU).
+
+    A damaged or foreign file is a ``ValueError`` naming it and saying what to do — never a prompt
+    to load it with ``weights_only=False``, which would let a planted file run code.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError) as exc:
+        raise ValueError(
+            f"checkpoint {path} is damaged or not an advopt checkpoint "
+            f"({type(exc).__name__}); delete it to restart that run from its first epoch"
+        ) from None
+    missing = _CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else _CHECKPOINT_KEYS
+    if missing:
+        raise ValueError(
+            f"checkpoint {path} is not an advopt checkpoint (it lacks {', '.join(sorted(missing))}); "
+            "delete it to restart that run from its first epoch"
+        )
+    return state
+
+
+def _check_data(config: RunConfig, dataset: Dataset) -> None:
+    """The dataset matches the config's data fingerprint (fields left ``None`` are not checked)."""
+    actual = {
+        "dataset": dataset.name,
+        "n_train": dataset.n_train,
+        "n_test": dataset.n_test,
+        "data_id": data_id(dataset) if config.data_id is not None else None,
+    }
+    wrong = [
+        f"{key}: config {getattr(config, key)!r}, data {value!r}"
+        for key, value in actual.items()
+        if getattr(config, key) is not None and getattr(config, key) != value
+    ]
+    if wrong:
+        raise ValueError(f"the dataset given does not match the run's config ({'; '.join(wrong)})")
+
+
 def _pack_bits(row: torch.Tensor) -> str:
     return base64.b64encode(np.packbits(row.numpy().astype(np.uint8)).tobytes()).decode("ascii")
 
@@ -120,29 +229,43 @@ def _unpack_bits(text: str, n: int) -> torch.Tensor:
 def evaluate(
     method: Method, model: nn.Module, dataset: Dataset, batch_size: int = 1000
 ) -> tuple[float, float, torch.Tensor]:
-    """Test loss, test accuracy and the per-sample correctness vector."""
+    """Test loss, test accuracy and the per-sample correctness vector (on the CPU).
+
+    Each test batch is moved to the device of the model's parameters.
+    """
+    device = _model_device(model)
     was_training = model.training
     model.eval()
     loss_sum = 0.0
     correct = []
-    for batch in dataset.test_batches(batch_size):
+    for batch in dataset.test_batches(batch_size, device=device):
         logits = method.predict(model, batch.x)
         loss_sum += F.cross_entropy(logits, batch.y, reduction="sum").item()
         correct.append(logits.argmax(dim=1) == batch.y)
     model.train(was_training)
-    hits = torch.cat(correct)
+    hits = torch.cat(correct).cpu()
     return loss_sum / dataset.n_test, hits.sum().item() / dataset.n_test, hits
 
 
+def cuda_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The CUDA generator's state to checkpoint when training on a GPU (else nothing)."""
+    return {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def _build(
-    config: RunConfig, dataset: Dataset
+    config: RunConfig, dataset: Dataset, device: torch.device
 ) -> tuple[Method, nn.Module, torch.optim.Optimizer, LRScheduler | None]:
     method = get_method(config.method, **config.options)
     spec = ModelSpec(
         config.arch, dataset.input_shape, dataset.num_classes, config.width, config.depth
     )
     torch.manual_seed(config.seed)
-    model = method.build_model(spec)
+    model = method.build_model(spec).to(device)  # initialised on the CPU: same weights everywhere
     setup = Setup(
         lr=method.default_lr if config.lr is None else config.lr,
         epochs=config.epochs,
@@ -173,9 +296,10 @@ def _train_epoch(
     model.train()
     method.start_epoch(model, optimizer, info)
     distributed = world_size() > 1
+    device = _model_device(model)
     total = 0.0
     for global_batch in dataset.train_batches(config.batch_size, config.seed, info.epoch):
-        batch = shard(global_batch)
+        batch = move_batch(shard(global_batch), device)
         optimizer.zero_grad(set_to_none=True)
         loss = method.batch_loss(model, optimizer, batch, info)
         loss.backward()
@@ -199,25 +323,32 @@ def train_run(
 
     ``checkpoint``: a file to save the state to after every epoch and to resume from if it exists
     (it must come from the same config). ``on_epoch`` is called with each epoch's record.
+    The model trains on ``config.device`` (the CPU when ``None``).
     """
-    method, model, optimizer, scheduler = _build(config, dataset)
+    _check_data(config, dataset)
+    device = resolve_device(config.device or "cpu")
     history: list[dict[str, float]] = []
     correct: list[torch.Tensor] = []
     first_epoch = 1
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    state = None
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        if state["config"] != config.to_dict():
+        state = read_checkpoint(checkpoint)
+        differences = config_differences(state["config"], config.to_dict())
+        if differences:
             raise ValueError(
-                f"checkpoint {checkpoint} was written by a different config:\n"
-                f"  saved:     {state['config']}\n  requested: {config.to_dict()}\n"
-                "use another output directory or delete the checkpoint"
+                f"checkpoint {checkpoint} was written by a different config "
+                f"({'; '.join(differences)}); use another output directory or delete the checkpoint"
             )
+    method, model, optimizer, scheduler = _build(config, dataset, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         history, correct = state["history"], list(state["correct"])
         first_epoch = len(history) + 1
 
@@ -249,6 +380,7 @@ def train_run(
                     "rng": torch.get_rng_state(),
                     "history": history,
                     "correct": torch.stack(correct),
+                    **cuda_rng(device),
                 },
             )
         if on_epoch is not None:

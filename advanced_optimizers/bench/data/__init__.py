@@ -1,6 +1,6 @@
 """Datasets for the harness: MNIST (bundled), Fashion-MNIST and CIFAR-10, held in memory as tensors."""
 
-from .dataset import DATASETS, Dataset, load_dataset
+from .dataset import DATASETS, Dataset, load_dataset, move_batch
 from .formats import DataFormatError, read_cifar_batch, read_idx
 from .sources import CATALOG, DataNotFoundError
 
@@ -11,6 +11,7 @@ __all__ = [
     "DataNotFoundError",
     "Dataset",
     "load_dataset",
+    "move_batch",
     "read_cifar_batch",
     "read_idx",
 ]

@@ -5,6 +5,9 @@ train/test split is the dataset's official one. Batches are index slices of one 
 per-sample Python work, no DataLoader. The shuffling order of epoch ``e`` under seed ``s`` depends on
 ``(s, e)`` only, so every method sees the same data order for the same seed and a resumed run
 continues with the order it would have had.
+
+The tensors stay in CPU memory; :func:`move_batch` (or the ``device`` argument of the batch
+iterators) moves one batch at a time to the training device with ``non_blocking=True``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +23,17 @@ import torch
 from ..._validation import check_choice, check_int
 from ..methods import Batch
 from .formats import DataFormatError, read_cifar_batch, read_idx
-from .sources import CATALOG, DataNotFoundError, candidate_dirs, download, locate, not_found_message
+from .sources import (
+    CATALOG,
+    DataNotFoundError,
+    accepted_sums,
+    candidate_dirs,
+    download,
+    locate,
+    not_found_message,
+)
 
-__all__ = ["DATASETS", "Dataset", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "move_batch"]
 
 DATASETS = tuple(CATALOG)
 
@@ -50,9 +62,23 @@ class Dataset:
         return len(self.y_test)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
-        """The first ``n_train`` / ``n_test`` samples (a fixed, reproducible subset)."""
+        """The first ``n_train`` / ``n_test`` samples (a fixed, reproducible subset).
+
+        Asking for more samples than there are is a ``ValueError`` naming the argument, the value
+        and the dataset's size (never a silently smaller subset).
+        """
         n_train = self.n_train if n_train is None else check_int("n_train", n_train, 1)
         n_test = self.n_test if n_test is None else check_int("n_test", n_test, 1)
+        for arg, wanted, have, split in (
+            ("n_train", n_train, self.n_train, "training"),
+            ("n_test", n_test, self.n_test, "test"),
+        ):
+            if wanted > have:
+                flag = "--" + arg.replace("_", "-")
+                raise ValueError(
+                    f"{arg} ({flag}) = {wanted} is more than the {have} {split} samples of "
+                    f"{self.name}; pass at most {have}, or leave it out to use them all"
+                )
         return Dataset(
             self.name,
             self.x_train[:n_train],
@@ -67,19 +93,42 @@ class Dataset:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         return torch.randperm(self.n_train, generator=generator)
 
-    def train_batches(self, batch_size: int, seed: int = 0, epoch: int = 1) -> Iterator[Batch]:
-        """Shuffled training batches ``Batch(x, y, index)``; the last one may be smaller."""
+    def train_batches(
+        self,
+        batch_size: int,
+        seed: int = 0,
+        epoch: int = 1,
+        device: torch.device | str | None = None,
+    ) -> Iterator[Batch]:
+        """Shuffled training batches ``Batch(x, y, index)``; the last one may be smaller.
+
+        ``device``: move each batch there (default: leave it in CPU memory).
+        """
         check_int("batch_size", batch_size, 1)
         order = self.epoch_order(seed, epoch)
         for start in range(0, self.n_train, batch_size):
             index = order[start : start + batch_size]
-            yield Batch(self.x_train[index], self.y_train[index], index)
+            yield move_batch(Batch(self.x_train[index], self.y_train[index], index), device)
 
-    def test_batches(self, batch_size: int = 1000) -> Iterator[Batch]:
-        """Test batches in order."""
+    def test_batches(
+        self, batch_size: int = 1000, device: torch.device | str | None = None
+    ) -> Iterator[Batch]:
+        """Test batches in order (moved to ``device`` when given)."""
         for start in range(0, self.n_test, batch_size):
             index = torch.arange(start, min(start + batch_size, self.n_test))
-            yield Batch(self.x_test[start : start + batch_size], self.y_test[index], index)
+            batch = Batch(self.x_test[start : start + batch_size], self.y_test[index], index)
+            yield move_batch(batch, device)
+
+
+def move_batch(batch: Batch, device: torch.device | str | None) -> Batch:
+    """``batch`` with its tensors (inputs, labels, indices) on ``device``; itself when ``None``."""
+    if device is None:
+        return batch
+    return Batch(
+        batch.x.to(device, non_blocking=True),
+        batch.y.to(device, non_blocking=True),
+        batch.index.to(device, non_blocking=True),
+    )
 
 
 def _normalise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +149,10 @@ def _check_split(images: np.ndarray, labels: np.ndarray, what: str, num_classes:
         )
 
 
-def _load_idx(files: dict[str, os.PathLike]) -> tuple[np.ndarray, ...]:
+Sums = dict[str, tuple[str, ...]]
+
+
+def _load_idx(files: dict[str, os.PathLike], sums: Sums) -> tuple[np.ndarray, ...]:
     x_train = read_idx(files["train-images-idx3-ubyte.gz"], expected_ndim=3)[:, None]
     y_train = read_idx(files["train-labels-idx1-ubyte.gz"], expected_ndim=1).astype(np.int64)
     x_test = read_idx(files["t10k-images-idx3-ubyte.gz"], expected_ndim=3)[:, None]
@@ -108,9 +160,12 @@ def _load_idx(files: dict[str, os.PathLike]) -> tuple[np.ndarray, ...]:
     return x_train, y_train, x_test, y_test
 
 
-def _load_cifar(files: dict[str, os.PathLike]) -> tuple[np.ndarray, ...]:
-    parts = [read_cifar_batch(files[f"data_batch_{i}"]) for i in range(1, 6)]
-    x_test, y_test = read_cifar_batch(files["test_batch"])
+def _load_cifar(files: dict[str, os.PathLike], sums: Sums) -> tuple[np.ndarray, ...]:
+    """The six batches; each one's bytes checked against its accepted sum as it is read."""
+    parts = [
+        read_cifar_batch(files[f"data_batch_{i}"], sums.get(f"data_batch_{i}")) for i in range(1, 6)
+    ]
+    x_test, y_test = read_cifar_batch(files["test_batch"], sums.get("test_batch"))
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     return x_train, y_train, x_test, y_test
@@ -131,8 +186,11 @@ def load_dataset(
     Files are searched as described in :mod:`.sources` (explicit dir, usual layouts, the bundled
     MNIST) and downloaded with SHA-256 verification when missing and ``download_ok``.
     ``check_sums=False`` skips the SHA-256 check of local files (for your own copies or test files;
-    downloads are always checked). Raises :class:`DataNotFoundError` naming the needed files when
-    they cannot be had, and :class:`DataFormatError` for corrupt files.
+    downloads are always checked). CIFAR-10 batches are read only from a directory whose manifest
+    (written when advopt extracted the verified archive) lists their sums, unless
+    ``check_sums=False``, and always with a restricted unpickler (see :mod:`.sources`).
+    Raises :class:`DataNotFoundError` naming the needed files when they cannot be had, and
+    :class:`DataFormatError` for corrupt, unverified or unsafe files.
     """
     check_choice("name", name, DATASETS)
     spec = CATALOG[name]
@@ -148,7 +206,8 @@ def load_dataset(
         files = locate(spec, directory)
         if files is None:  # pragma: no cover - download() guarantees the files
             raise DataNotFoundError(not_found_message(spec, [directory], "download incomplete"))
-    x_train, y_train, x_test, y_test = _READERS[name](files)
+    sums = accepted_sums(spec, Path(files[spec.files[0]]).parent, check_sums)
+    x_train, y_train, x_test, y_test = _READERS[name](files, sums)
     num_classes = 10
     _check_split(x_train, y_train, f"{name} train", num_classes)
     _check_split(x_test, y_test, f"{name} test", num_classes)

@@ -11,12 +11,36 @@ Search order for a dataset's files:
 4. a download from the official mirrors, with a progress bar and SHA-256 verification, into the
    explicit directory or the cache. The file is written to a temporary name and renamed only once
    verified, so a failed or interrupted download leaves nothing half-written.
+
+Every local file is checked against a SHA-256 sum before it is read (``check_sums=False``, the CLI's
+``--trust-local-data``, skips that for your own copies). For MNIST and Fashion-MNIST the catalog holds
+the official sums of the files themselves.
+
+CIFAR-10 is distributed as one archive, ``cifar-10-python.tar.gz``, whose official SHA-256 the catalog
+holds; no authoritative SHA-256 of the extracted ``cifar-10-batches-py`` files could be found (the
+dataset's page and torchvision publish MD5 sums only), so none is typed in here. Instead:
+
+* the archive is verified against the catalog when downloaded, and at extraction the SHA-256 of
+  every extracted file is recorded in a manifest, ``advopt-manifest.json``, written atomically
+  beside them (it also records the archive's verified sum), before the directory is moved into
+  place — the files and their manifest appear together or not at all;
+* a ``cifar-10-batches-py`` directory is read only if it has such a manifest, whose archive sum is
+  the official one and which covers every batch; each batch's bytes are then checked against it as
+  they are read. A directory without one (unpacked by hand, by torchvision, or planted) is refused
+  with a message saying how to get a verified copy, unless the user opts in with
+  ``--trust-local-data`` / ``check_sums=False``.
+
+The manifest guards against corrupt, partial or substituted data, not against an attacker who can
+write to the data directory (who could write a manifest too). What stops a planted batch from
+running code is the reader: batches are unpickled by a restricted unpickler that can only build
+numpy arrays, lists and dicts (:class:`~.formats.CifarUnpickler`), with or without a manifest.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -32,15 +56,19 @@ from .formats import DataFormatError, sha256_of
 __all__ = [
     "BUNDLED_DIR",
     "CATALOG",
+    "MANIFEST",
     "DataNotFoundError",
     "DatasetFiles",
+    "accepted_sums",
     "candidate_dirs",
     "download_file",
     "locate",
+    "write_manifest",
 ]
 
 BUNDLED_DIR = Path(__file__).parent / "_bundled"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+MANIFEST = "advopt-manifest.json"
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -209,6 +237,71 @@ def verify(path: Path, accepted: tuple[str, ...] | None) -> None:
         )
 
 
+def write_manifest(directory: Path, archive: str, archive_sha256: str) -> Path:
+    """Record the SHA-256 of every file in ``directory`` (extracted from the verified ``archive``)."""
+    from ..atomic import write_json
+
+    files = {
+        path.name: sha256_of(path)
+        for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != MANIFEST
+    }
+    record = {"format": 1, "archive": archive, "archive_sha256": archive_sha256, "files": files}
+    return write_json(directory / MANIFEST, record)
+
+
+def _unverified(spec: DatasetFiles, directory: Path, problem: str) -> DataFormatError:
+    return DataFormatError(
+        f"{directory}: {problem}, so these {spec.name} files were not read (they are pickles: a "
+        f"planted one could run code). Move or delete {directory} and let advopt download and "
+        f"verify {spec.archive} (advopt data --dataset {spec.name} [--data-dir DIR]); or, if you "
+        "trust these files, pass --trust-local-data (check_sums=False) — they are then still "
+        "read by a restricted unpickler"
+    )
+
+
+def _manifest_sums(spec: DatasetFiles, directory: Path) -> dict[str, tuple[str, ...]]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise _unverified(
+            spec, directory, f"no {MANIFEST} (written when advopt extracts the archive)"
+        )
+    try:
+        record = json.loads(path.read_text())
+        files = record["files"]
+        archive_sum = record["archive_sha256"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _unverified(
+            spec, directory, f"{MANIFEST} is damaged ({type(exc).__name__})"
+        ) from None
+    if archive_sum not in spec.sha256.get(spec.archive or "", ()):
+        raise _unverified(
+            spec, directory, f"{MANIFEST} does not come from the official {spec.archive}"
+        )
+    missing = [name for name in spec.files if not isinstance(files.get(name), str)]
+    if missing:
+        raise _unverified(spec, directory, f"{MANIFEST} has no sum for {', '.join(missing)}")
+    return {name: (value,) for name, value in files.items() if isinstance(value, str)}
+
+
+def accepted_sums(
+    spec: DatasetFiles, directory: Path, check_sums: bool = True
+) -> dict[str, tuple[str, ...]]:
+    """The accepted SHA-256 sums of ``spec``'s files in ``directory`` (``{}`` = nothing checked).
+
+    From the catalog, or, for a dataset shipped as an archive (CIFAR-10), from the manifest written
+    when advopt extracted the verified archive; a missing or foreign manifest is a
+    :class:`DataFormatError` saying what to do.
+    """
+    if not check_sums:
+        return {}
+    if spec.archive is not None:
+        return _manifest_sums(spec, directory)
+    return spec.sha256
+
+
 def locate(
     spec: DatasetFiles, data_dir: str | os.PathLike | None = None, check_sums: bool = True
 ) -> dict[str, Path] | None:
@@ -216,8 +309,9 @@ def locate(
     for directory in candidate_dirs(spec, data_dir):
         found = {name: _find_file(directory, name) for name in spec.files}
         if all(found.values()):
+            sums = accepted_sums(spec, directory, check_sums)
             for name, path in found.items():
-                verify(path, spec.sha256.get(name) if check_sums else None)
+                verify(path, sums.get(name))
             return found  # type: ignore[return-value]
     return None
 
@@ -281,8 +375,10 @@ def download(spec: DatasetFiles, data_dir: str | os.PathLike | None, progress: b
         return target
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(root)))
     try:
-        _download_from_mirrors(spec.archive, spec, staging, progress)
+        _download_from_mirrors(spec.archive, spec, staging, progress)  # SHA-256 verified
+        archive_sum = sha256_of(staging / spec.archive)
         _safe_extract(staging / spec.archive, staging)
+        write_manifest(staging / spec.archive_dir, spec.archive, archive_sum)
         final = root / spec.archive_dir
         if not final.exists():
             os.replace(staging / spec.archive_dir, final)
