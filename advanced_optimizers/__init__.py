@@ -4,10 +4,14 @@ The algorithms need torch only; the experiment harness (``advanced_optimizers.be
 command) needs the ``bench`` extra.
 """
 
-from .fer import FEROptimizer, create_fer_optimizer, fer_lambda
+from ._version import __version__ as __version__
+from .fer import FERLoss, FEROptimizer, create_fer_optimizer, fer_lambda
 from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
 from .localized import LocalizedOptimizer, create_localized_optimizer
 from .mup import (
+    MuPAdam,
+    MuPAdamW,
+    MuPSGD,
     apply_mup_init,
     classify_parameters,
     create_mu_transfer_optimizer,
@@ -21,13 +25,15 @@ from .sigprop import (
     create_sigprop_optimizer,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "LOCAL_LOSSES",
+    "FERLoss",
     "FEROptimizer",
     "GradientCorrectionOptimizer",
     "LocalizedOptimizer",
+    "MuPAdam",
+    "MuPAdamW",
+    "MuPSGD",
     "SigPropAdam",
     "SigPropCNN",
     "SigPropNet",

@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "check_choice",
+    "check_index_tensor",
     "check_int",
     "check_nonnegative",
     "check_positive",
@@ -80,3 +81,30 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value
+
+
+def check_index_tensor(
+    name: str, values: Any, high: int, hint: str = "", what: str | None = None
+) -> None:
+    """``values`` must be an integer tensor with entries in ``[0, high)``.
+
+    On the CPU the range is checked here and the error names the offending values; on an
+    accelerator it is an asynchronous device assertion (``torch._assert_async``), so the check adds
+    no host synchronisation to the training step.
+    """
+    import torch
+
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(values).__name__}")
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {values.dtype}")
+    if values.numel() == 0:
+        return
+    rule = f"must lie in [0, {high})" if what is None else f"must hold {what} in [0, {high - 1}]"
+    if values.device.type != "cpu":
+        inside = ((values >= 0) & (values < high)).all()
+        torch._assert_async(inside, f"{name} {rule}{hint}")
+        return
+    lo, hi = (int(v) for v in torch.aminmax(values))
+    if lo < 0 or hi >= high:
+        raise ValueError(f"{name} {rule}, got values in [{lo}, {hi}]{hint}")

@@ -1,103 +1,31 @@
 """FER — reducing flipping errors (Deng, Xiao, Long, Zhang; AAAI 2022), after the official code.
 
-FER is per-sample self-distillation toward the model's *own earlier correct* predictions, not a
-gradient transformation. For every training sample ``i`` (identified by its dataset index) it keeps
-
-* ``S[i]`` (C floats, starts at 0): a confidence-weighted running average of the softened outputs
-  ``softmax(z_i / T)`` of the past *correct* predictions of sample ``i``;
-* ``F[i]`` (bool, sticky): "sample ``i`` has been learned (predicted correctly) at least once".
-
-Per mini-batch ``(z, y, idx)`` at epoch ``t`` of ``E`` (1-based), after ``warmup_epochs`` epochs of
-plain cross-entropy, with ``s = S[idx]`` and ``f = F[idx]`` read *before* the update::
-
-    λ_t     = (t / E) · (1 − γ)
-    loss_i  = (1 − λ_t) · CE(z_i, y_i) + λ_t · T² · H(s_i, softmax(z_i / T))   if f_i
-            = CE(z_i, y_i)                                                     otherwise
-    loss    = Σ_i loss_i / B,          H(s, q) = −Σ_k s_k log q_k
-
-Then, from the same detached logits: ``ok_i = [argmax z_i = y_i] ∧ [p_i ≥ τ]`` with
-``p_i = softmax(z_i)[y_i]`` (temperature 1); ``F[idx] |= ok``; for ``ok`` rows
-``α_i = 1 − exp(−μ p_i)`` and ``S[i] ← (1 − α_i) S[i] + α_i softmax(z_i / T)``. Wrong predictions
-leave ``S`` untouched, so an earlier good target keeps pulling a forgotten sample back. During the
-last warm-up epoch the loss is plain cross-entropy but the store is already filled (as in the official
-``train_vanilla`` at ``epoch == opt.init``). No extra parameters and no extra forward pass.
-
-Seed parameters and their meaning (the seed API ``FEROptimizer(params, base_optimizer,
-base_optimizer_kwargs, fer_weight=0.1, consistency_threshold=0.9, memory_size=1000)``):
-
-* ``fer_weight`` = the paper's ``γ`` (official default 0.1): the weight cross-entropy keeps at the final
-  epoch, i.e. the schedule ``λ_t = (t/E)(1 − fer_weight)``. ``fer_weight = 1`` is plain cross-entropy;
-  smaller values distil more. The seed default equals the official default, so this mapping changes
-  nothing at the defaults.
-* ``consistency_threshold`` = ``τ``, a confidence gate on what counts as a learned prediction: a
-  sample enters ``F``/``S`` only when it is correct *and* its true-class probability is at least ``τ``.
-  This is our addition (the paper is silent: it uses every correct prediction, i.e. ``τ = 0``). Reason:
-  a barely-correct prediction is the least stable one and its soft output is close to uniform at
-  ``T = 5``; gating keeps the distillation targets to predictions the model was confident about. For
-  ``τ ≥ 0.5`` the argmax test is implied. ``τ = 0`` reproduces the official code exactly. The gate is
-  applied to ``F`` and ``S`` together, so a flagged sample always has a non-empty target. The benchmark's
-  ``--ablation`` mode compares ``τ = 0.9`` (seed default) with ``τ = 0`` (official).
-* ``memory_size`` = the number of samples the store holds: indices must lie in ``[0, memory_size)``,
-  anything else raises ``ValueError`` (never a silent wrap-around). Set it to the training-set size.
-
-Further options (official defaults): ``temperature`` T = 5, ``mu`` μ = 1.0 (the official ResNet-18
-value; 0.3/0.5 for the smaller CIFAR-100 nets), ``warmup_epochs`` = 1.
-
-Design choices where the paper is silent:
-
-* ``S`` is *not* renormalised (its mass ``Σ_k S[i, k] < 1`` after few updates), as in the official
-  code: a sample seen correct only once with low confidence gets a weak distillation pull.
-* The store is updated inside :meth:`FEROptimizer.fer_loss` (same place as the official code, before
-  ``backward``), from detached logits; rows whose logits are not finite never update the store.
-* The epoch comes from :meth:`FEROptimizer.set_epoch` (call it at the start of every epoch, 1-based)
-  or from the ``epoch=`` argument of :meth:`fer_loss`; the total ``E`` from the constructor's
-  ``epochs`` or from ``set_epoch(t, epochs)``.
-* Misuse is loud: a step taken without ``fer_loss`` since the previous step warns once per epoch that
-  FER is inactive (the base optimizer would silently train plain cross-entropy); out-of-range or
-  non-integer indices, non-integer targets and shape mismatches raise ``ValueError`` naming the
-  argument. Indices are not checked for duplicates (a sort per batch); a repeated index gets the
-  last row's update, as in the official code.
-* Data parallelism: each rank updates the rows of its own shard; :meth:`FEROptimizer.sync_distributed`
-  (once per step, before ``step``) all-gathers the written rows so every rank holds the store a
-  single process would (the harness calls it; ``tests/test_distributed.py`` checks the match).
-* Non-finite gradients: the step is skipped with a warning (no parameter or base-optimizer state
-  change). The store holds only finite values by construction.
-
-Measured (``benchmarks/fer.py``, MNIST, 5 seeds; numbers in ``docs/algorithms/fer.md``): WFS falls
-by 31–64% against Adam and SGD with accuracy not worse (+0.04 to +0.17 pp, not significant; a
-shorter, still-underfitting CNN run was 0.83 pp worse); the time overhead is within noise on the CNN
-but 12–21% on the small MLP (per-operation cost of ~40 small tensor ops per batch on CPU).
-``τ = 0.9`` beat the official ``τ = 0`` by 0.48 pp accuracy on the MLP.
-
-Usage::
-
-    model = ...
-    opt = FEROptimizer(model.parameters(), torch.optim.Adam, {"lr": 1e-3},
-                       memory_size=len(train_set), epochs=E)
-    for epoch in range(1, E + 1):
-        opt.set_epoch(epoch)
-        for x, y, idx in loader:              # the loader yields each sample's dataset index
-            opt.zero_grad()
-            loss = opt.fer_loss(model(x), y, idx)
-            loss.backward()
-            opt.step()
+:class:`FERLoss` is the algorithm: a loss module that owns FER's per-sample store and works with any
+optimizer. :class:`FEROptimizer` is the seed API's façade over it: a base optimizer plus a
+``FERLoss``, so that ``optimizer.fer_loss(logits, targets, indices)`` works in the ordinary loop.
+Provenance, design choices and measurements: ``docs/algorithms/fer.md``.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ._distributed import all_gather_rows, is_distributed
-from ._finite import all_finite, grads_of
-from ._validation import check_int, check_nonnegative, check_positive, check_probability
+from ._validation import (
+    check_index_tensor,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+)
+from ._wrapper import WrappedOptimizer, build_base_optimizer
 
-__all__ = ["FEROptimizer", "create_fer_optimizer", "fer_lambda"]
+__all__ = ["FERLoss", "FEROptimizer", "create_fer_optimizer", "fer_lambda"]
 
 
 def fer_lambda(epoch: int, epochs: int, gamma: float) -> float:
@@ -105,12 +33,358 @@ def fer_lambda(epoch: int, epochs: int, gamma: float) -> float:
     return epoch / epochs * (1.0 - gamma)
 
 
-class FEROptimizer(torch.optim.Optimizer):
-    """A base optimizer plus FER's per-sample store and loss; see the module docstring for the math.
+class FERLoss(nn.Module):
+    r"""FER's training loss, with the per-sample store it distils from.
 
-    ``param_groups`` and ``state`` *are* the base optimizer's, so LR schedulers drive it directly.
-    The store (``soft_targets`` S, ``ever_correct`` F) is part of :meth:`state_dict`.
+    For every training sample :math:`i` (its dataset index) the store keeps :math:`S_i \in
+    \mathbb{R}^C` (starts at 0) and a sticky flag :math:`F_i`. For a batch :math:`(z, y,
+    \mathrm{idx})` at epoch :math:`t` of :math:`E` (1-based), with :math:`s, f` read before the
+    update:
+
+    .. math::
+        \begin{aligned}
+        &\lambda_t = \tfrac{t}{E}\,(1-\gamma), \qquad w_i = \lambda_t f_i
+            \quad (w = 0 \text{ during the warm-up epochs}) \\
+        &\mathcal{L} = \tfrac{1}{B}\textstyle\sum_i (1-w_i)\,\mathrm{CE}(z_i, y_i)
+            + w_i\,T^2 H\big(s_i, \mathrm{softmax}(z_i/T)\big),
+            \qquad H(s, q) = -\textstyle\sum_k s_k \log q_k \\
+        &\text{then, from the detached logits, with } p_i = \mathrm{softmax}(z_i)_{y_i}: \\
+        &\quad ok_i = [\arg\max z_i = y_i] \wedge [p_i \ge \tau], \qquad F_i \leftarrow F_i \vee ok_i \\
+        &\quad S_i \leftarrow S_i + ok_i\,\alpha_i\,\big(\mathrm{softmax}(z_i/T) - S_i\big),
+            \qquad \alpha_i = 1 - e^{-\mu p_i}
+        \end{aligned}
+
+    The store is filled from the last warm-up epoch on. Wrong predictions leave :math:`S_i` as it
+    is, so an earlier good target keeps pulling a forgotten sample back.
+
+    **When the store changes.** ``forward`` computes the store rows of its batch but does not write
+    them: they are *pending* until :meth:`commit`. In a plain loop nothing needs doing: the next
+    ``forward`` commits them first (the store then changes exactly as in the official code). With
+    :meth:`attach` the optimizer's step commits them (and a skipped non-finite step discards them),
+    so the store changes only for steps that were taken. Under ``torch.no_grad()`` (evaluation) the
+    loss is computed but no row is pending.
+
+    Args:
+        num_samples: rows of the store; every index must lie in ``[0, num_samples)``.
+        num_classes: columns; ``None`` allocates the store at the first batch, on its device.
+        epochs: the total ``E`` (or give it to :meth:`set_epoch`).
+        fer_weight: the paper's :math:`\gamma`, the weight cross-entropy keeps at the last epoch
+            (1 = plain cross-entropy). Official default 0.1.
+        consistency_threshold: :math:`\tau`, the confidence a correct prediction needs to enter
+            the store; 0 is the official rule.
+        temperature: :math:`T` (5). mu: :math:`\mu` (1.0). warmup_epochs: epochs of plain
+            cross-entropy (1).
+        device: where the store lives (it follows ``.to()`` like any buffer).
     """
+
+    def __init__(
+        self,
+        num_samples: int,
+        num_classes: int | None = None,
+        epochs: int | None = None,
+        *,
+        fer_weight: float = 0.1,
+        consistency_threshold: float = 0.9,
+        temperature: float = 5.0,
+        mu: float = 1.0,
+        warmup_epochs: int = 1,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_samples = check_int("num_samples", num_samples, 1)
+        if num_classes is not None:
+            check_int("num_classes", num_classes, 2)
+        self.fer_weight = check_probability("fer_weight", fer_weight)
+        self.consistency_threshold = check_probability(
+            "consistency_threshold", consistency_threshold
+        )
+        self.temperature = check_positive("temperature", temperature)
+        self.mu = check_nonnegative("mu", mu)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+        self.epochs: int | None = None
+        if epochs is not None:
+            self.epochs = self._checked_epochs(epochs)
+        self.epoch: int | None = None
+        self.register_buffer(
+            "soft_targets", torch.zeros(num_samples, num_classes or 0, device=device)
+        )
+        self.register_buffer(
+            "ever_correct", torch.zeros(num_samples, dtype=torch.bool, device=device)
+        )
+        self.deferred = False  # True once attached: the optimizer's step commits
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._synced = True
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def _checked_epochs(self, epochs: int) -> int:
+        check_int("epochs", epochs, 1)
+        if self.warmup_epochs >= epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={epochs}: FER "
+                "would never switch on (it starts after the warm-up epochs)"
+            )
+        return epochs
+
+    def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
+        """Declare the current (1-based) epoch ``t`` and optionally the total ``E``.
+
+        Both are checked before either is set, so a refused call changes nothing.
+        """
+        total = self.epochs if epochs is None else self._checked_epochs(epochs)
+        check_int("epoch", epoch, 1)
+        if total is not None and epoch > total:
+            raise ValueError(f"epoch must be in [1, epochs={total}], got {epoch}")
+        self.epochs, self.epoch = total, epoch
+
+    @property
+    def active(self) -> bool:
+        """True once warm-up is over: the loss includes the distillation term."""
+        return self.epoch is not None and self.epoch > self.warmup_epochs
+
+    @property
+    def current_lambda(self) -> float:
+        """``λ_t`` of the current epoch (0 during warm-up)."""
+        if not self.active or self.epochs is None:
+            return 0.0
+        return fer_lambda(self.epoch, self.epochs, self.fer_weight)
+
+    # -- the loss ---------------------------------------------------------------------------------
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
+        """FER's batch loss; the batch's store rows become pending (see the class docstring).
+
+        ``logits`` (B, C) float, ``targets`` (B,) class indices, ``indices`` (B,) dataset indices.
+        """
+        self._check_ready()
+        self._check_batch(logits, targets, indices)
+        if not self.deferred:
+            self.commit()
+        z = logits.float()
+        self._allocate(z.shape[1], z.device)
+        y, idx = targets.to(device=z.device, dtype=torch.long), indices.to(z.device, torch.long)
+        loss, ce, log_q, old, flags = self._loss(z, y, idx)
+        if torch.is_grad_enabled() and self.epoch >= self.warmup_epochs:
+            self._pending.append(self._store_rows(z.detach(), y, idx, ce, log_q, old, flags))
+            self._synced = False
+        return loss
+
+    def _loss(self, z: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[Any, ...]:
+        """The loss and the pieces the store update reuses: CE, log q_T, s, f."""
+        ce = -F.log_softmax(z, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+        if not self.active:
+            return ce.mean(), ce, None, None, None
+        t = self.temperature
+        log_q = F.log_softmax(z / t, dim=1)
+        s, f = self.soft_targets[idx], self.ever_correct[idx]
+        w = f.to(z.dtype) * self.current_lambda
+        soft_term = (s * (w * (t * t)).unsqueeze(1) * log_q).sum()
+        loss = (ce.sum() - torch.dot(w, ce) - soft_term) / z.shape[0]
+        return loss, ce, log_q, s, f
+
+    @torch.no_grad()
+    def _store_rows(self, z, y, idx, ce, log_q, old, flags) -> tuple[torch.Tensor, ...]:
+        """(idx, new S rows, new F rows); non-finite logits give NaN ``p`` and never qualify."""
+        p_true = torch.exp(-ce.detach())
+        ok = (z.argmax(dim=1) == y) & (p_true >= self.consistency_threshold)
+        alpha = 1.0 - torch.exp(p_true * -self.mu)
+        if log_q is None:
+            soft = torch.softmax(z / self.temperature, dim=1)
+            old, flags = self.soft_targets[idx], self.ever_correct[idx]
+        else:
+            soft = log_q.detach().exp()
+        new = torch.where(ok.unsqueeze(1), torch.lerp(old, soft, alpha.unsqueeze(1)), old)
+        return idx, new, flags | ok
+
+    # -- the store --------------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Write every pending store row (a no-op when nothing is pending)."""
+        if not self._pending:
+            return
+        if not self._synced and is_distributed():
+            self._pending_unsynced_warning()
+        for idx, soft, flags in self._pending:
+            self.soft_targets[idx] = soft
+            self.ever_correct[idx] = flags
+        self._pending = []
+        self._synced = True
+
+    def discard(self) -> None:
+        """Drop the pending rows (their step was not taken)."""
+        self._pending = []
+        self._synced = True
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> Any:
+        """Let ``optimizer``'s steps commit the pending rows; returns the hook's handle.
+
+        A step the optimizer skipped (``last_step_skipped``, set by this library's optimizers)
+        discards them instead. With ``torch.amp.GradScaler`` a step the scaler skips never calls
+        ``optimizer.step()``; those rows are committed with the next step taken.
+        """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        self.deferred = True
+        return optimizer.register_step_post_hook(self._after_optimizer_step)
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if getattr(optimizer, "last_step_skipped", False):
+            self.discard()
+        else:
+            self.commit()
+
+    def _pending_unsynced_warning(self) -> None:
+        import warnings
+
+        warnings.warn(
+            "FERLoss under torch.distributed: call sync_distributed() after backward() and before "
+            "step(), or each rank keeps only its own samples' store",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def sync_distributed(self, group: Any = None) -> None:
+        """Give every rank the pending rows of every other rank (no-op in one process).
+
+        Under data parallelism each rank computes the loss of its own shard. Call this once per
+        step, after ``backward`` and before ``step``: the pending rows are all-gathered, so every
+        rank commits the store a single process would hold after the global batch.
+        """
+        if not is_distributed(group):
+            self._synced = True
+            return
+        rows = torch.cat(
+            [
+                torch.cat([i.double().unsqueeze(1), f.double().unsqueeze(1), s.double()], dim=1)
+                for i, s, f in self._pending
+            ]
+            or [self.soft_targets.new_zeros(0, self.soft_targets.shape[1] + 2).double()]
+        )
+        self._pending = [
+            (b[:, 0].long(), b[:, 2:].to(self.soft_targets.dtype), b[:, 1] > 0.5)
+            for b in all_gather_rows(rows, group)
+            if b.shape[0]
+        ]
+        self._synced = True
+
+    def summary(self) -> dict[str, float]:
+        """Fraction of flagged samples, mean target mass of the flagged ones, and ``λ_t``."""
+        flagged = self.ever_correct
+        count = int(flagged.sum())
+        mass = float(self.soft_targets[flagged].sum(dim=1).mean()) if count else 0.0
+        return {
+            "fer_flagged": count / self.num_samples,
+            "fer_target_mass": mass,
+            "fer_lambda": self.current_lambda,
+        }
+
+    # -- checks and state -------------------------------------------------------------------------
+    def _check_ready(self) -> None:
+        if self.epoch is None:
+            raise RuntimeError(
+                "FER: the epoch is unknown; call set_epoch(epoch) at the start of every epoch "
+                "(1-based)"
+            )
+        if self.epochs is None:
+            raise RuntimeError(
+                "FER: the total number of epochs is unknown; pass epochs= or call "
+                "set_epoch(epoch, epochs)"
+            )
+
+    def _allocate(self, num_classes: int, device: torch.device) -> None:
+        if self.soft_targets.shape[1] == 0:
+            self.soft_targets = torch.zeros(self.num_samples, num_classes, device=device)
+            if not self.ever_correct.any():
+                self.ever_correct = self.ever_correct.to(device)
+        if self.soft_targets.device != device:
+            raise ValueError(
+                f"logits are on {device} but FER's store is on {self.soft_targets.device}; move "
+                f"the loss module with .to({str(device)!r})"
+            )
+
+    def _check_batch(self, logits: Any, targets: Any, indices: Any) -> None:
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        if logits.ndim != 2 or not logits.is_floating_point():
+            raise ValueError(
+                f"logits must be a float tensor of shape (batch, classes), got {logits.dtype} "
+                f"{tuple(logits.shape)}"
+            )
+        batch, classes = logits.shape
+        if batch == 0:
+            raise ValueError("logits must hold at least one sample, got an empty batch")
+        if self.soft_targets.shape[1] and classes != self.soft_targets.shape[1]:
+            raise ValueError(
+                f"logits must have {self.soft_targets.shape[1]} classes (the store's), got {classes}"
+            )
+        check_index_tensor("targets", targets, classes, f" (the logits have {classes} classes)")
+        check_index_tensor(
+            "indices",
+            indices,
+            self.num_samples,
+            "; set num_samples (memory_size) to the "
+            "training-set size and pass each sample's dataset index",
+        )
+        for name, value in (("targets", targets), ("indices", indices)):
+            if value.shape != (batch,):
+                raise ValueError(
+                    f"{name} must have shape ({batch},) to match logits, got {tuple(value.shape)}"
+                )
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "epochs": self.epochs, "num_samples": self.num_samples}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.epochs = state["epoch"], state["epochs"]
+        self._pending = []
+
+    def _load_from_state_dict(self, state_dict, prefix, *args: Any) -> None:  # type: ignore[override]
+        errors = args[-1]
+        problem = self.check_state(state_dict, prefix)
+        if problem:
+            errors.append(problem)
+            return
+        key = prefix + "soft_targets"
+        if key in state_dict and self.soft_targets.shape != state_dict[key].shape:
+            self.soft_targets = torch.zeros_like(state_dict[key], device=self.soft_targets.device)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def check_state(self, state_dict: dict[str, Any], prefix: str = "") -> str | None:
+        """Why ``state_dict`` cannot be loaded into this store, or ``None`` when it can."""
+        soft = state_dict.get(prefix + "soft_targets")
+        if not isinstance(soft, torch.Tensor) or soft.dim() != 2:
+            return f"FER state lacks a (num_samples, num_classes) {prefix}soft_targets tensor"
+        if soft.shape[0] != self.num_samples:
+            return (
+                f"FER state was saved for num_samples (memory_size)={soft.shape[0]}, this store "
+                f"holds {self.num_samples}"
+            )
+        classes = self.soft_targets.shape[1]
+        if soft.shape[1] and classes and soft.shape[1] != classes:
+            return f"FER state was saved for {soft.shape[1]} classes, this store has {classes}"
+        return None
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_samples={self.num_samples}, num_classes={self.soft_targets.shape[1] or None}, "
+            f"fer_weight={self.fer_weight}, consistency_threshold={self.consistency_threshold}, "
+            f"temperature={self.temperature}, mu={self.mu}, warmup_epochs={self.warmup_epochs}, "
+            f"epoch={self.epoch}/{self.epochs}"
+        )
+
+
+class FEROptimizer(WrappedOptimizer):
+    r"""A base optimizer plus :class:`FERLoss`: the seed API's FER.
+
+    Compute every batch's loss with :meth:`fer_loss` (it needs each sample's dataset index) and call
+    :meth:`set_epoch` at the start of every epoch; the store rows of a batch are written when its
+    step is taken (a skipped non-finite step, or ``zero_grad`` before a step, drops them). The math
+    is :class:`FERLoss`'s; ``memory_size`` is its ``num_samples``. ``criterion`` is the loss
+    module, and its store is part of :meth:`state_dict`.
+    """
+
+    algorithm = "fer"
 
     def __init__(
         self,
@@ -126,75 +400,60 @@ class FEROptimizer(torch.optim.Optimizer):
         mu: float = 1.0,
         warmup_epochs: int = 1,
         num_classes: int | None = None,
+        nonfinite: str = "skip",
     ) -> None:
-        if not callable(base_optimizer):
-            raise TypeError(
-                f"base_optimizer must be an optimizer class, got {type(base_optimizer).__name__}"
-            )
-        if base_optimizer_kwargs is None:
-            base_optimizer_kwargs = {"lr": 1e-3}
-        if not isinstance(base_optimizer_kwargs, dict):
-            raise TypeError(
-                f"base_optimizer_kwargs must be a dict, got {type(base_optimizer_kwargs).__name__}"
-            )
-        self.fer_weight = check_probability("fer_weight", fer_weight)
-        self.consistency_threshold = check_probability(
-            "consistency_threshold", consistency_threshold
+        criterion = FERLoss(
+            check_int("memory_size", memory_size, 1),
+            num_classes,
+            epochs,
+            fer_weight=fer_weight,
+            consistency_threshold=consistency_threshold,
+            temperature=temperature,
+            mu=mu,
+            warmup_epochs=warmup_epochs,
         )
-        self.memory_size = check_int("memory_size", memory_size, 1)
-        self.epochs = None if epochs is None else check_int("epochs", epochs, 1)
-        self.temperature = check_positive("temperature", temperature)
-        self.mu = check_nonnegative("mu", mu)
-        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
-        if num_classes is not None:
-            check_int("num_classes", num_classes, 2)
-
-        base = base_optimizer(params, **base_optimizer_kwargs)
-        if not isinstance(base, torch.optim.Optimizer):
-            raise TypeError(
-                f"base_optimizer must build a torch.optim.Optimizer, got {type(base).__name__}"
-            )
-        self.base = base
-        super().__init__([p for g in base.param_groups for p in g["params"]], dict(base.defaults))
-        self.param_groups = base.param_groups
-        self.state = base.state
-        self.defaults = base.defaults
-        self._ready = True
-
-        self.soft_targets = torch.zeros(0)  # (memory_size, C) once C is known
-        self.ever_correct = torch.zeros(self.memory_size, dtype=torch.bool)
-        if num_classes is not None:
-            self._allocate(num_classes)
-        self.epoch: int | None = None
-        self.skipped_steps = 0
+        kwargs = {"lr": 1e-3} if base_optimizer_kwargs is None else base_optimizer_kwargs
+        base = build_base_optimizer(params, base_optimizer, kwargs, "FEROptimizer")
+        super().__init__(base, nonfinite=nonfinite)
+        self.criterion = criterion.to(self.param_groups[0]["params"][0].device)
+        self.criterion.deferred = True
         self._loss_since_step = False
-        self._warned_epoch: int | None = -1
-        self._touched: list[torch.Tensor] = []  # store rows written since sync_distributed
-        self._warned_unsynced = False
 
-    # -- epoch schedule ---------------------------------------------------------------------------
-    def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
-        """Declare the current (1-based) epoch ``t`` and optionally the total ``E``."""
-        if epochs is not None:
-            self.epochs = check_int("epochs", epochs, 1)
-        check_int("epoch", epoch, 1)
-        if self.epochs is not None and epoch > self.epochs:
-            raise ValueError(f"epoch must be in [1, epochs={self.epochs}], got {epoch}")
-        self.epoch = epoch
+    # -- the seed API -----------------------------------------------------------------------------
+    @property
+    def memory_size(self) -> int:
+        return self.criterion.num_samples
+
+    @property
+    def soft_targets(self) -> torch.Tensor:
+        """The store's ``S`` (``memory_size`` x classes; empty until the classes are known)."""
+        return self.criterion.soft_targets
+
+    @property
+    def ever_correct(self) -> torch.Tensor:
+        """The store's sticky flags ``F``."""
+        return self.criterion.ever_correct
+
+    @property
+    def epoch(self) -> int | None:
+        return self.criterion.epoch
+
+    @property
+    def epochs(self) -> int | None:
+        return self.criterion.epochs
 
     @property
     def fer_active(self) -> bool:
-        """True once warm-up is over: the loss includes the distillation term."""
-        return self.epoch is not None and self.epoch > self.warmup_epochs
+        return self.criterion.active
 
     @property
     def current_lambda(self) -> float:
-        """``λ_t`` of the current epoch (0 during warm-up)."""
-        if not self.fer_active or self.epochs is None:
-            return 0.0
-        return fer_lambda(self.epoch, self.epochs, self.fer_weight)
+        return self.criterion.current_lambda
 
-    # -- the loss ---------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
+        """Declare the current (1-based) epoch and optionally the total (see :class:`FERLoss`)."""
+        self.criterion.set_epoch(epoch, epochs)
+
     def fer_loss(
         self,
         logits: torch.Tensor,
@@ -202,247 +461,65 @@ class FEROptimizer(torch.optim.Optimizer):
         indices: torch.Tensor,
         epoch: int | None = None,
     ) -> torch.Tensor:
-        """FER's batch loss (see module docstring); also updates the store from ``logits``.
-
-        ``logits`` (B, C) float, ``targets`` (B,) integer labels, ``indices`` (B,) integer dataset
-        indices in ``[0, memory_size)``. ``epoch`` (1-based) overrides :meth:`set_epoch`.
-        """
+        """FER's batch loss (:class:`FERLoss`); ``epoch`` (1-based) overrides :meth:`set_epoch`."""
         if epoch is not None:
             self.set_epoch(epoch)
-        if self.epoch is None:
-            raise RuntimeError(
-                "FEROptimizer: the epoch is unknown; call optimizer.set_epoch(epoch) at the start "
-                "of every epoch (1-based) or pass epoch= to fer_loss"
-            )
-        if self.epochs is None:
-            raise RuntimeError(
-                "FEROptimizer: the total number of epochs is unknown; pass epochs= to the "
-                "constructor or call set_epoch(epoch, epochs)"
-            )
-        self._check_batch(logits, targets, indices)
-        if self.soft_targets.numel() == 0:
-            self._allocate(logits.shape[1])
-        z = logits.float()
-        idx = indices.to(torch.long)
-        loss, parts = self._loss(z, targets, idx)
-        if self.epoch >= self.warmup_epochs:  # last warm-up epoch and after: fill the store
-            self._update_store(z, targets, idx, *parts)
-            if is_distributed():
-                self._touched.append(idx.detach())
+        loss = self.criterion(logits, targets, indices)
         self._loss_since_step = True
         return loss
 
-    def _loss(
-        self, z: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The batch loss and the pieces the store update reuses (CE, log q_T, s, f)."""
-        ce = -F.log_softmax(z, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
-        if not self.fer_active:
-            return ce.mean(), (ce,)
-        t = self.temperature
-        log_q = F.log_softmax(z / t, dim=1)
-        s = self.soft_targets[idx]
-        f = self.ever_correct[idx]
-        w = f.to(z.dtype) * self.current_lambda  # λ_t on remembered samples, 0 elsewhere
-        # Σ_i [(1 − w_i)·CE_i + w_i·T²·H(s_i, q_i)] / B, with the soft term folded into one product
-        soft_term = (s * (w * (t * t)).unsqueeze(1) * log_q).sum()
-        loss = (ce.sum() - torch.dot(w, ce) - soft_term) / z.shape[0]
-        return loss, (ce, log_q, s, f)
+    def store_summary(self) -> dict[str, float]:
+        """Fraction of flagged samples, mean mass of their targets and the current λ_t."""
+        return self.criterion.summary()
 
-    @torch.no_grad()
-    def _update_store(
-        self,
-        z: torch.Tensor,
-        y: torch.Tensor,
-        idx: torch.Tensor,
-        ce: torch.Tensor,
-        log_q: torch.Tensor | None = None,
-        old: torch.Tensor | None = None,
-        flags: torch.Tensor | None = None,
-    ) -> None:
-        """S ← (1−α)S + α softmax(z/T), F ← F ∨ ok on rows predicted correctly with p_y ≥ τ.
+    def sync_distributed(self, group: Any = None) -> None:
+        """Share the pending store rows across ranks (see :meth:`FERLoss.sync_distributed`)."""
+        self.criterion.sync_distributed(group)
 
-        Non-finite logits give a NaN ``p_y``, which fails ``p_y ≥ τ``: such rows never update.
-        """
-        z = z.detach()
-        p_true = torch.exp(-ce.detach())  # softmax(z)[y] at temperature 1
-        ok = (z.argmax(dim=1) == y) & (p_true >= self.consistency_threshold)
-        alpha = 1.0 - torch.exp(p_true * -self.mu)
-        if log_q is None:
-            soft = torch.softmax(z / self.temperature, dim=1)
-            old, flags = self.soft_targets[idx], self.ever_correct[idx]
-        else:
-            soft = log_q.detach().exp()
-        new = torch.lerp(old, soft, alpha.unsqueeze(1))
-        self.soft_targets[idx] = torch.where(ok.unsqueeze(1), new, old)
-        self.ever_correct[idx] = flags | ok
-
-    def _allocate(self, num_classes: int) -> None:
-        self.soft_targets = torch.zeros(self.memory_size, num_classes)
-
-    def _check_batch(self, logits: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor) -> None:
-        for name, value in (("logits", logits), ("targets", targets), ("indices", idx)):
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-        if logits.ndim != 2 or not logits.is_floating_point():
-            raise ValueError(
-                f"logits must be a float tensor of shape (batch, classes), got {logits.dtype} "
-                f"{tuple(logits.shape)}"
-            )
-        batch, classes = logits.shape
-        if self.soft_targets.numel() and classes != self.soft_targets.shape[1]:
-            raise ValueError(
-                f"logits must have {self.soft_targets.shape[1]} classes (the store's), got {classes}"
-            )
-        for name, value in (("targets", targets), ("indices", idx)):
-            if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-                raise ValueError(f"{name} must be an integer tensor, got dtype {value.dtype}")
-            if value.shape != (batch,):
-                raise ValueError(
-                    f"{name} must have shape ({batch},) to match logits, got {tuple(value.shape)}"
-                )
-        if batch == 0:
-            raise ValueError("logits must hold at least one sample, got an empty batch")
-        lo, hi = torch.aminmax(idx)
-        lo, hi = int(lo), int(hi)
-        if lo < 0 or hi >= self.memory_size:
-            raise ValueError(
-                f"indices must lie in [0, memory_size={self.memory_size}), got values in "
-                f"[{lo}, {hi}]; set memory_size to the training-set size"
-            )
-
-    # -- Optimizer contract -----------------------------------------------------------------------
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One base-optimizer step (skipped with a warning if a gradient is not finite)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if not self._loss_since_step and self._warned_epoch != self.epoch:
-            self._warned_epoch = self.epoch
-            warnings.warn(
+    # -- the step template ------------------------------------------------------------------------
+    def _start_step(self, loss: Any) -> None:
+        if not self._loss_since_step:
+            self.warn_once(
+                f"inactive-epoch-{self.epoch}",
                 "FEROptimizer.step() without fer_loss() since the previous step: FER is inactive "
                 f"and this trains plain {type(self.base).__name__}; compute the loss with "
                 "optimizer.fer_loss(logits, targets, indices)",
-                RuntimeWarning,
-                stacklevel=2,
             )
         self._loss_since_step = False
-        if self._touched:  # rows written under torch.distributed but never shared
-            self._touched = []
-            if not self._warned_unsynced:
-                self._warned_unsynced = True
-                warnings.warn(
-                    "FEROptimizer under torch.distributed: call optimizer.sync_distributed() after "
-                    "backward() and before step(), or each rank keeps only its own samples' store",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        if self._grads_finite():
-            self.base.step()
-        else:
-            self.skipped_steps += 1
-            warnings.warn(
-                "FEROptimizer: non-finite gradient, step skipped (parameters and state unchanged)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return loss
 
-    # -- data parallelism -----------------------------------------------------------------------
-    def sync_distributed(self, group: Any = None) -> None:
-        """Give every rank the store rows the others wrote since the last call (no-op in one process).
+    def _after_step(self) -> None:
+        self.criterion.commit()
 
-        Under data parallelism each rank computes ``fer_loss`` on its own shard and so updates only
-        its samples' rows of ``S`` and ``F``. Call this once per step (after ``backward``, before
-        :meth:`step`): the rows are all-gathered and written on every rank, so the store is the one a
-        single process would hold after the global batch (samples of different ranks are distinct).
-        """
-        touched = torch.cat(self._touched) if self._touched else torch.zeros(0, dtype=torch.long)
-        self._touched = []
-        if not is_distributed(group):
-            return
-        store = (
-            self.soft_targets[touched].to(torch.float64)
-            if self.soft_targets.numel()
-            else torch.zeros(touched.numel(), 0, dtype=torch.float64)
-        )
-        flags = self.ever_correct[touched].to(torch.float64).unsqueeze(1)
-        rows = torch.cat([touched.to(torch.float64).unsqueeze(1), flags, store], dim=1)
-        for block in all_gather_rows(rows, group):
-            idx = block[:, 0].to(torch.long)
-            self.ever_correct[idx] = block[:, 1] > 0.5
-            self.soft_targets[idx] = block[:, 2:].to(self.soft_targets.dtype)
+    def _discard_step(self) -> None:
+        self.criterion.discard()
 
-    def _grads_finite(self) -> bool:
-        return all_finite(grads_of(self))
+    def _on_zero_grad(self) -> None:
+        self.criterion.discard()  # rows of a forward whose step never came (e.g. GradScaler skip)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {"loss": self.criterion.state_dict(), "loss_since_step": self._loss_since_step}
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if not getattr(self, "_ready", False):
-            super().add_param_group(param_group)  # Optimizer.__init__ on a scratch list
-        else:
-            self.base.add_param_group(param_group)
+    def _check_extra_state(self, extra: dict[str, Any]) -> None:
+        problem = self.criterion.check_state(extra.get("loss", {}))
+        if problem:
+            raise ValueError(problem)
 
-    def state_dict(self) -> dict[str, Any]:
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self.criterion.load_state_dict(extra["loss"])
+        self._loss_since_step = bool(extra["loss_since_step"])
+
+    def _repr_options(self) -> dict[str, Any]:
+        c = self.criterion
         return {
-            "base": self.base.state_dict(),
-            "fer": {
-                "soft_targets": self.soft_targets.clone(),
-                "ever_correct": self.ever_correct.clone(),
-                "memory_size": self.memory_size,
-                "epoch": self.epoch,
-                "epochs": self.epochs,
-                "skipped_steps": self.skipped_steps,
-                "loss_since_step": self._loss_since_step,
-                "warned_epoch": self._warned_epoch,
-            },
+            "fer_weight": c.fer_weight,
+            "consistency_threshold": c.consistency_threshold,
+            "memory_size": c.num_samples,
+            "temperature": c.temperature,
+            "mu": c.mu,
+            "warmup_epochs": c.warmup_epochs,
+            "epoch": f"{c.epoch}/{c.epochs}",
         }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        fer = state_dict["fer"]
-        if int(fer["memory_size"]) != self.memory_size:
-            raise ValueError(
-                f"state_dict has memory_size={fer['memory_size']}, this optimizer "
-                f"{self.memory_size}"
-            )
-        self.base.load_state_dict(state_dict["base"])
-        self.param_groups = self.base.param_groups
-        self.state = self.base.state
-        self.soft_targets = fer["soft_targets"].detach().clone().float()
-        self.ever_correct = fer["ever_correct"].detach().clone().bool()
-        self.epoch = fer["epoch"]
-        self.epochs = fer["epochs"]
-        self.skipped_steps = int(fer["skipped_steps"])
-        self._loss_since_step = bool(fer["loss_since_step"])
-        self._warned_epoch = fer["warned_epoch"]
-
-    def store_summary(self) -> dict[str, float]:
-        """Fraction of flagged samples, mean mass of their targets and the current λ_t."""
-        flagged = self.ever_correct
-        n_flag = int(flagged.sum())
-        mass = float(self.soft_targets[flagged].sum(dim=1).mean()) if n_flag else 0.0
-        return {
-            "fer_flagged": n_flag / self.memory_size,
-            "fer_target_mass": mass if math.isfinite(mass) else 0.0,
-            "fer_lambda": self.current_lambda,
-        }
-
-    def __repr__(self) -> str:
-        return (
-            f"FEROptimizer(base={type(self.base).__name__}(lr={self.param_groups[0]['lr']}), "
-            f"fer_weight={self.fer_weight}, consistency_threshold={self.consistency_threshold}, "
-            f"memory_size={self.memory_size}, temperature={self.temperature}, mu={self.mu}, "
-            f"warmup_epochs={self.warmup_epochs}, epoch={self.epoch}/{self.epochs})"
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 def create_fer_optimizer(
@@ -453,20 +530,24 @@ def create_fer_optimizer(
     *,
     base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
     memory_size: int = 1000,
+    base_kwargs: dict[str, Any] | None = None,
     **options: Any,
 ) -> FEROptimizer:
-    """FER on ``base_optimizer(params, lr=lr)`` (Adam by default).
+    """FER on ``base_optimizer(params, lr=lr, **base_kwargs)`` (Adam by default).
 
     ``options`` go to :class:`FEROptimizer` (``epochs``, ``temperature``, ``mu``, ``warmup_epochs``,
-    ``num_classes``); ``base_kwargs`` (a dict), if given, adds base-optimizer arguments.
+    ``num_classes``, ``nonfinite``).
     """
     check_positive("lr", lr)
-    base_kwargs = dict(options.pop("base_kwargs", None) or {})
-    base_kwargs["lr"] = lr
+    if base_kwargs is not None and not isinstance(base_kwargs, dict):
+        raise TypeError(
+            f"base_kwargs must be a dict of the base optimizer's arguments, got "
+            f"{type(base_kwargs).__name__} ({base_kwargs!r:.60})"
+        )
     return FEROptimizer(
         params,
         base_optimizer,
-        base_kwargs,
+        {**(base_kwargs or {}), "lr": lr},
         fer_weight=fer_weight,
         consistency_threshold=consistency_threshold,
         memory_size=memory_size,

@@ -76,25 +76,26 @@ Other design choices
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from ._finite import all_finite, grads_of
 from ._validation import check_int, check_nonnegative, check_positive
+from ._wrapper import WrappedOptimizer, build_base_optimizer, check_base_optimizer
 
 __all__ = ["GradientCorrectionOptimizer", "create_gradient_correction_optimizer"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class GradientCorrectionOptimizer(torch.optim.Optimizer):
+class GradientCorrectionOptimizer(WrappedOptimizer):
     """``g̃ = g + α·GC_W(g) + β·GC_ODE(g)`` fed to a base optimizer; see the module docstring.
 
     ``param_groups`` and ``state`` *are* the base optimizer's (LR schedulers drive it directly).
     """
+
+    algorithm = "gradient_correction"
 
     def __init__(
         self,
@@ -107,9 +108,9 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
         history: int = 2,
         meta_lr: float = 1e-3,
         device: torch.device | str | None = None,
+        nonfinite: str = "skip",
     ) -> None:
-        if not isinstance(base, torch.optim.Optimizer):
-            raise TypeError(f"base must be a torch.optim.Optimizer, got {type(base).__name__}")
+        check_base_optimizer(base, type(self).__name__)
         for name, flag in (("use_gcw", use_gcw), ("use_gcode", use_gcode)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__} ({flag!r})")
@@ -126,12 +127,7 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
         self.meta_lr = check_positive("meta_lr", meta_lr)
         self.device = None if device is None else torch.device(device)
 
-        self.base = base
-        super().__init__([p for g in base.param_groups for p in g["params"]], dict(base.defaults))
-        self.param_groups = base.param_groups
-        self.state = base.state
-        self.defaults = base.defaults
-        self.skipped_steps = 0
+        super().__init__(base, nonfinite=nonfinite)
         self._coefs: list[torch.Tensor] = []  # per group: (n_params, K+1) = [w_1..w_K, c]
         self._counts: list[list[int]] = []  # per group, per param: gradients stored so far
         self._grams: list[list[list[list[float]]]] = []  # per param: lag-ordered Gram (cached)
@@ -140,7 +136,6 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
         self.meta_optimizer: torch.optim.Adam | None = None
         for group in self.param_groups:
             self._init_group(group)
-        self._ready = True
 
     # -- construction -------------------------------------------------------------------------
     def _init_group(self, group: dict[str, Any]) -> None:
@@ -167,41 +162,34 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
         else:
             self.meta_optimizer.add_param_group({"params": [coef]})
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if not getattr(self, "_ready", False):
-            super().add_param_group(param_group)  # called by Optimizer.__init__ on a scratch list
-            return
-        self.base.add_param_group(param_group)
-        self._init_group(self.param_groups[-1])
+    def _on_param_group_added(self, group: dict[str, Any]) -> None:
+        self._init_group(group)
 
     # -- the step ------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Correct every gradient, then take one base-optimizer step; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if not all_finite(grads_of(self)):
-            self.skipped_steps += 1
-            warnings.warn(
-                "GradientCorrectionOptimizer: non-finite gradient, step skipped "
-                "(parameters, history and correction modules unchanged)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return loss
-        if self.use_gcw or self.use_gcode:
-            self._frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-            meta_step = False
-            for index, group in enumerate(self.param_groups):
-                meta_step |= self._correct_group(index, group)
-            if meta_step:
-                self.meta_optimizer.step()
-                self._project()
-            self.meta_optimizer.zero_grad(set_to_none=True)
-        self.base.step()
-        return loss
+    def _before_step(self) -> None:
+        """Correct every gradient in place (the base step then uses the corrected gradients)."""
+        if not (self.use_gcw or self.use_gcode):
+            return
+        self._check_dense()
+        self._frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        meta_step = False
+        for index, group in enumerate(self.param_groups):
+            meta_step |= self._correct_group(index, group)
+        if meta_step:
+            self.meta_optimizer.step()
+            self._project()
+        self.meta_optimizer.zero_grad(set_to_none=True)
+
+    def _check_dense(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    raise RuntimeError(
+                        "GradientCorrectionOptimizer does not support sparse gradients (a parameter "
+                        f"of shape {tuple(p.shape)} has one); use dense gradients, e.g. "
+                        "nn.Embedding(sparse=False)"
+                    )
 
     def _correct_group(self, index: int, group: dict[str, Any]) -> bool:
         """Store this step's gradients, set the modules' gradients, correct ``p.grad`` in place.
@@ -312,66 +300,59 @@ class GradientCorrectionOptimizer(torch.optim.Optimizer):
         """Per group, a copy of the ``(n_params, K+1)`` coefficients ``[w_1 … w_K, c]``."""
         return [c.detach().clone() for c in self._coefs]
 
-    # -- Optimizer contract --------------------------------------------------------------------
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
+    # -- checkpoints --------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
         return {
-            "base": self.base.state_dict(),
-            "gc": {
-                "coefs": [c.detach().clone() for c in self._coefs],
-                "counts": [list(c) for c in self._counts],
-                "grams": _copy_nested(self._grams),
-                "buffers": [[b.clone() for b in bufs] for bufs in self._buffers],
-                "meta_optimizer": self.meta_optimizer.state_dict(),
-                "stats": list(self._stats),
-                "skipped_steps": self.skipped_steps,
-                "history": self.history,
-            },
+            "coefs": [c.detach().clone() for c in self._coefs],
+            "counts": [list(c) for c in self._counts],
+            "grams": _copy_nested(self._grams),
+            "buffers": [[b.clone() for b in bufs] for bufs in self._buffers],
+            "meta_optimizer": self.meta_optimizer.state_dict(),
+            "stats": list(self._stats),
+            "history": self.history,
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        gc = state_dict["gc"]
-        if int(gc["history"]) != self.history:
+    def _check_extra_state(self, extra: dict[str, Any]) -> None:
+        if int(extra["history"]) != self.history:
             raise ValueError(
-                f"state_dict was saved with history={gc['history']}, this optimizer has "
+                f"state_dict was saved with history={extra['history']}, this optimizer has "
                 f"history={self.history}"
             )
-        shapes = [tuple(c.shape) for c in gc["coefs"]]
+        shapes = [tuple(c.shape) for c in extra["coefs"]]
         if shapes != [tuple(c.shape) for c in self._coefs]:
             raise ValueError(
                 f"state_dict holds coefficient shapes {shapes}, expected "
                 f"{[tuple(c.shape) for c in self._coefs]}"
             )
-        self.base.load_state_dict(state_dict["base"])
-        self.param_groups = self.base.param_groups
-        self.state = self.base.state
+        saved = [tuple(b.shape) for bufs in extra["buffers"] for b in bufs]
+        mine = [tuple(b.shape) for bufs in self._buffers for b in bufs]
+        if saved != mine:
+            raise ValueError(
+                f"state_dict was saved for other parameter shapes: gradient history {saved}, "
+                f"this optimizer's {mine}"
+            )
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
         with torch.no_grad():
-            for mine, saved in zip(self._coefs, gc["coefs"], strict=True):
+            for mine, saved in zip(self._coefs, extra["coefs"], strict=True):
                 mine.copy_(saved)
-            for mine, saved in zip(self._buffers, gc["buffers"], strict=True):
+            for mine, saved in zip(self._buffers, extra["buffers"], strict=True):
                 for b, s in zip(mine, saved, strict=True):
                     b.copy_(s)
-        self.meta_optimizer.load_state_dict(gc["meta_optimizer"])
-        self._counts = [[int(c) for c in counts] for counts in gc["counts"]]
-        self._grams = _copy_nested(gc["grams"])
-        self._stats = [float(v) for v in gc["stats"]]
-        self.skipped_steps = int(gc["skipped_steps"])
+        self.meta_optimizer.load_state_dict(extra["meta_optimizer"])
+        self._counts = [[int(c) for c in counts] for counts in extra["counts"]]
+        self._grams = _copy_nested(extra["grams"])
+        self._stats = [float(v) for v in extra["stats"]]
 
-    def __repr__(self) -> str:
-        return (
-            f"GradientCorrectionOptimizer(use_gcw={self.use_gcw}, use_gcode={self.use_gcode}, "
-            f"gcw_strength={self.gcw_strength}, gcode_strength={self.gcode_strength}, "
-            f"history={self.history}, meta_lr={self.meta_lr}, "
-            f"base={type(self.base).__name__}(lr={self.param_groups[0]['lr']}))"
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+    def _repr_options(self) -> dict[str, Any]:
+        return {
+            "use_gcw": self.use_gcw,
+            "use_gcode": self.use_gcode,
+            "gcw_strength": self.gcw_strength,
+            "gcode_strength": self.gcode_strength,
+            "history": self.history,
+            "meta_lr": self.meta_lr,
+        }
 
 
 def _copy_nested(value: Any) -> Any:
@@ -411,11 +392,14 @@ def create_gradient_correction_optimizer(
     history: int = 2,
     meta_lr: float = 1e-3,
     base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
+    nonfinite: str = "skip",
     **base_kwargs: Any,
 ) -> GradientCorrectionOptimizer:
     """``GradientCorrectionOptimizer(base_optimizer(params, lr=lr, **base_kwargs), ...)``."""
     check_positive("lr", lr)
-    base = base_optimizer(params, lr=lr, **base_kwargs)
+    base = build_base_optimizer(
+        params, base_optimizer, {"lr": lr, **base_kwargs}, "GradientCorrectionOptimizer"
+    )
     return GradientCorrectionOptimizer(
         base,
         use_gcw=use_gcw,
@@ -425,4 +409,5 @@ def create_gradient_correction_optimizer(
         history=history,
         meta_lr=meta_lr,
         device=device,
+        nonfinite=nonfinite,
     )

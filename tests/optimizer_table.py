@@ -158,7 +158,7 @@ def _local_entry(mode: str) -> Entry:
         return loss
 
     return Entry(
-        f"localized-sgd-{mode}",
+        f"localized-{mode}",
         _seeded(build),
         loss=observe,
         end_epoch=lambda model, optimizer, loss: optimizer.end_epoch(loss),

@@ -13,6 +13,7 @@ import warnings
 
 import pytest
 import torch
+import torch.optim.optimizer as torch_optimizer_module
 from optimizer_table import ENTRIES, Entry, batches
 
 pytestmark = pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
@@ -173,6 +174,59 @@ def test_nonfinite_gradient_policy(entry: Entry) -> None:
     after = optimizer.state_dict()
     assert all(torch.isfinite(t).all() for t in _tensors(after))
     assert len(list(_tensors(after))) == len(list(_tensors(state_before)))
+    if entry.nonfinite == "skip":  # a skipped step changes no state at all but its skip counter
+        assert getattr(optimizer, "skipped_steps", None) == 1
+        _assert_same(_without_counter(after), _without_counter(state_before))
+
+
+def _without_counter(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k != "nonfinite"}
+
+
+def _assert_same(a, b, where: str = "state") -> None:
+    """Deep equality of two state dicts (tensors bit-identical, NaN equal to NaN)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape, where
+        assert torch.equal(a, b) or torch.allclose(a, b, rtol=0, atol=0, equal_nan=True), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {set(a) ^ set(b)}"
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and a != a:
+        assert isinstance(b, float) and b != b, where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_step_hooks_fire_once_per_step(entry: Entry) -> None:
+    """Instance and global step hooks run exactly once per step(), also once torch has wrapped
+    Adam's and SGD's step with its hook runner (which happens when a plain one is created)."""
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    model, optimizer = entry.build(torch.float32)
+    calls: list[str] = []
+    optimizer.register_step_pre_hook(lambda *args: calls.append("pre"))
+    optimizer.register_step_post_hook(lambda *args: calls.append("post"))
+    seen: list[str] = []
+    handles = [
+        torch_optimizer_module.register_optimizer_step_pre_hook(
+            lambda opt, *args: seen.append("pre") if opt is optimizer else None
+        ),
+        torch_optimizer_module.register_optimizer_step_post_hook(
+            lambda opt, *args: seen.append("post") if opt is optimizer else None
+        ),
+    ]
+    try:
+        train(entry, model, optimizer, batches(2))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == ["pre", "post", "pre", "post"]
+    assert seen == ["pre", "post", "pre", "post"]
 
 
 def _tensors(obj):

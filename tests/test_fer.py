@@ -95,6 +95,7 @@ def test_store_updates_only_confident_correct_rows_with_alpha() -> None:
     logits = [[3.0, 0.0, 0.0], [0.5, 0.0, 0.6], [0.0, 2.0, 0.0], [4.0, 1.0, 0.0]]
     targets, indices = [0, 2, 0, 0], [2, 4, 5, 1]
     opt.fer_loss(torch.tensor(logits), torch.tensor(targets), torch.tensor(indices))
+    opt.criterion.commit()  # what a taken step does
     for row, y, i in zip(logits, targets, indices, strict=True):
         p = softmax_list(row)
         updated = p.index(max(p)) == y and p[y] >= 0.5
@@ -118,9 +119,11 @@ def test_threshold_zero_is_the_official_rule_and_flag_is_sticky() -> None:
     opt.set_epoch(2)
     z = torch.tensor([[0.5, 0.0, 0.45]])  # correct with p_y ≈ 0.36 < 0.9: counts when τ = 0
     opt.fer_loss(z, torch.tensor([0]), torch.tensor([3]))
+    opt.criterion.commit()
     assert opt.ever_correct[3] and opt.soft_targets[3].sum() > 0
     kept = opt.soft_targets[3].clone()
     opt.fer_loss(torch.tensor([[0.0, 3.0, 0.0]]), torch.tensor([0]), torch.tensor([3]))  # wrong
+    opt.criterion.commit()
     assert opt.ever_correct[3] and torch.equal(opt.soft_targets[3], kept)
 
 
@@ -129,6 +132,7 @@ def test_nonfinite_logits_never_enter_the_store() -> None:
     opt.set_epoch(2)
     z = torch.tensor([[math.nan, 0.0, 0.0], [math.inf, 0.0, 0.0], [5.0, 0.0, 0.0]])
     opt.fer_loss(z, torch.tensor([0, 0, 0]), torch.tensor([0, 1, 2]))
+    opt.criterion.commit()
     assert torch.isfinite(opt.soft_targets).all()
     assert opt.ever_correct.tolist() == [False, False, True, False, False, False]
 
@@ -141,9 +145,11 @@ def test_warmup_is_plain_ce_and_fills_store_in_its_last_epoch() -> None:
     y, idx = torch.tensor(TARGETS), torch.tensor(INDICES)
     opt.set_epoch(1)
     assert opt.fer_loss(z, y, idx).item() == pytest.approx(F.cross_entropy(z, y).item())
+    opt.criterion.commit()
     assert not opt.ever_correct.any() and not opt.soft_targets.any()  # not the last warm-up epoch
     opt.set_epoch(2)
     assert opt.fer_loss(z, y, idx).item() == pytest.approx(F.cross_entropy(z, y).item())
+    opt.criterion.commit()
     correct = (z.argmax(1) == y) & (z.softmax(1).gather(1, y[:, None]).squeeze(1) >= 0.5)
     assert opt.ever_correct[idx].tolist() == correct.tolist() and correct.any()
     opt.set_epoch(3)  # FER now active: the loss differs from CE for the flagged rows
@@ -397,22 +403,27 @@ def test_harness_methods_run(toy, method: str) -> None:
 
 
 def test_distributed_rows_are_tracked_synced_and_a_missing_sync_warns(monkeypatch) -> None:
-    """Under torch.distributed the written rows are shared by sync_distributed (here a 1-rank
-    stand-in: the gather returns this rank's rows, so the store must come back unchanged); a step
-    without the sync warns once and forgets the rows instead of accumulating them."""
+    """Under torch.distributed the pending rows are shared by sync_distributed (here a 1-rank
+    stand-in: the gather returns this rank's rows, so the committed store must be the one a
+    single process writes); a step without the sync warns and still commits this rank's rows."""
     import advanced_optimizers.fer as fer_module
 
     monkeypatch.setattr(fer_module, "is_distributed", lambda group=None: True)
+    monkeypatch.setattr(fer_module, "all_gather_rows", lambda rows, group=None: [rows])
+    single = loaded_opt(consistency_threshold=0.0)
+    single.set_epoch(3)
     opt = loaded_opt(consistency_threshold=0.0)
     opt.set_epoch(3)
     z, y, idx = torch.tensor(LOGITS), torch.tensor(TARGETS), torch.tensor(INDICES)
+    single.fer_loss(z, y, idx)
+    single.criterion.commit()
     opt.fer_loss(z, y, idx)
-    assert torch.equal(opt._touched[0], idx)
-    store, flags = opt.soft_targets.clone(), opt.ever_correct.clone()
+    assert torch.equal(opt.criterion._pending[0][0], idx)
     opt.sync_distributed()
-    assert opt._touched == []
-    assert torch.equal(opt.soft_targets, store) and torch.equal(opt.ever_correct, flags)
+    opt.criterion.commit()
+    assert torch.equal(opt.soft_targets, single.soft_targets)
+    assert torch.equal(opt.ever_correct, single.ever_correct)
     opt.fer_loss(z, y, idx)
     with pytest.warns(RuntimeWarning, match="sync_distributed"):
         opt.step()
-    assert opt._touched == []
+    assert opt.criterion._pending == []

@@ -204,7 +204,7 @@ def test_state_round_trip_continues_identically() -> None:
     model, opt = _build()
     train(model, opt, batches[:6])
     saved = _roundtrip({"model": model.state_dict(), "opt": opt.state_dict()})
-    assert "gc" in saved["opt"] and saved["opt"]["gc"]["meta_optimizer"]["state"]
+    assert "extra" in saved["opt"] and saved["opt"]["extra"]["meta_optimizer"]["state"]
     model, opt = _build(seed=5)  # different weights: everything must come from the checkpoint
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["opt"])
@@ -239,12 +239,12 @@ def test_nonfinite_gradient_skips_and_keeps_state_clean() -> None:
     for got, want in zip(model.parameters(), before_params, strict=True):
         assert torch.equal(got, want)
     after = opt.state_dict()
-    for got, want in zip(opt.coefficients(), before_state["gc"]["coefs"], strict=True):
+    for got, want in zip(opt.coefficients(), before_state["extra"]["coefs"], strict=True):
         assert torch.equal(got, want)
-    for bufs_a, bufs_b in zip(after["gc"]["buffers"], before_state["gc"]["buffers"], strict=True):
+    for bufs_a, bufs_b in zip(after["extra"]["buffers"], before_state["extra"]["buffers"], strict=True):
         for a, b in zip(bufs_a, bufs_b, strict=True):
             assert torch.equal(a, b)
-    assert after["gc"]["grams"] == before_state["gc"]["grams"]
+    assert after["extra"]["grams"] == before_state["extra"]["grams"]
     train(model, opt, data(2))  # and training goes on with finite numbers
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -261,7 +261,7 @@ def test_grad_none_param_is_skipped_and_its_coefficients_stay() -> None:
     opt.step()
     assert torch.equal(model[0].weight.detach(), weight)
     assert torch.equal(opt.coefficients()[0][0], row_before)
-    assert not torch.equal(opt.coefficients()[0][1:], opt.state_dict()["gc"]["coefs"][0][1:] * 0)
+    assert not torch.equal(opt.coefficients()[0][1:], opt.state_dict()["extra"]["coefs"][0][1:] * 0)
 
 
 def test_schedulers_add_param_group_deepcopy_repr_closure() -> None:

@@ -266,14 +266,19 @@ def test_weak_supervision_gate_stops_hebbian_when_loss_rises():
         model, hebbian_lr=0.5, weak_supervision_weight=0.1, loss_ema_beta=0.0
     )
     opt.set_transition(1)
-    opt.observe_loss(3.0)
+
+    def observe(loss: float) -> None:  # the gate takes a loss in when its step is taken
+        opt.observe_loss(loss)
+        opt.step()
+
+    observe(3.0)
     assert opt.gate == 1.0  # no completed epoch yet: no reference
     opt.end_epoch(1.0)  # L* = 1.0
-    opt.observe_loss(0.8)
+    observe(0.8)
     assert opt.gate == 1.0
-    opt.observe_loss(1.05)
+    observe(1.05)
     assert opt.gate == pytest.approx(0.5)
-    opt.observe_loss(1.2)
+    observe(1.2)
     assert opt.gate == 0.0 and opt.hebbian_rate == 0.0
     x, y = torch.randn(4, 10), torch.randint(0, 3, (4,))
     first = opt.layers[0][1].weight.detach().clone()
@@ -281,7 +286,7 @@ def test_weak_supervision_gate_stops_hebbian_when_loss_rises():
     F.cross_entropy(model(x), y).backward()
     opt.step()  # gate closed: localized layer untouched
     assert torch.equal(opt.layers[0][1].weight, first)
-    opt.observe_loss(0.9)  # loss recovers: full rate again
+    observe(0.9)  # loss recovers: full rate again
     assert opt.gate == 1.0
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import ModelSpec
+from .options import OptionSource, option_parameters, resolve_options
 
 __all__ = [
     "Batch",
@@ -80,18 +81,32 @@ class Method:
     """Base class of a training method. The defaults describe plain cross-entropy training.
 
     Subclasses set ``name``, ``summary`` and ``default_lr`` and override what they change. Keyword
-    options (``advopt compare --opt key=value``) go to ``__init__``; subclasses that take options
-    declare them as keyword arguments, so an unknown option is a ``TypeError`` naming it.
+    options (``advopt compare --opt key=value``) go to ``__init__``. A method's options are the
+    keyword parameters of the library callables it builds with (``option_sources``: pairs of a
+    callable and the names the harness supplies itself), so their defaults live in the library
+    only; an unknown option is a ``TypeError`` that lists the known ones. ``options`` holds every
+    option with its value (the defaults filled in), so a run records its whole configuration.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3
+    option_sources: ClassVar[tuple[OptionSource, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
+        parameters = option_parameters(self.option_sources)
+        self.options: dict[str, Any] = resolve_options(self.name, parameters, options)
         if options:
-            raise TypeError(f"method {self.name!r} takes no options, got {sorted(options)}")
-        self.options: dict[str, Any] = {}
+            self.check_options()
+
+    def check_options(self) -> None:
+        """Build a tiny model and its optimizer on the ``meta`` device, so a bad option value fails
+        now, with the library's message, rather than when its run starts."""
+        spec = ModelSpec("mlp", (1, 4, 4), 3, width=4, depth=2)
+        setup = Setup(lr=self.default_lr, epochs=1000, steps_per_epoch=1, n_train=8, num_classes=3)
+        with torch.device("meta"):
+            model = self.build_model(spec)
+            self.build_optimizer(model, setup)
 
     # -- construction -------------------------------------------------------------------------
     def build_model(self, spec: ModelSpec) -> nn.Module:

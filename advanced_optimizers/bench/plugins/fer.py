@@ -1,12 +1,11 @@
 """FER in the harness: methods ``fer-adam`` and ``fer-sgd`` (FER on Adam / on SGD with momentum).
 
-The optimizer is :class:`advanced_optimizers.fer.FEROptimizer` with ``memory_size`` equal to
-the training-set size; every batch's loss is ``optimizer.fer_loss(model(x), y, batch.index)`` and
-``start_epoch`` tells the optimizer the epoch (``λ_t`` needs ``t`` and ``E``). ``end_epoch`` records
-``fer_flagged`` (fraction of training samples in the store), ``fer_target_mass`` and ``fer_lambda``.
-All FER state (store, flags, epoch) lives in the optimizer's ``state_dict``. Under ``torchrun``,
-``sync_distributed`` shares the store rows each rank wrote, so all ranks hold the same store. Options:
-``fer_weight`` (γ), ``consistency_threshold`` (τ), ``temperature``, ``mu``, ``warmup_epochs``.
+The optimizer is :class:`advanced_optimizers.fer.FEROptimizer` with ``memory_size`` equal to the
+training-set size; every batch's loss is ``optimizer.fer_loss(model(x), y, batch.index)`` and
+``start_epoch`` tells the optimizer the epoch. ``end_epoch`` records ``fer_flagged`` (fraction of
+training samples in the store), ``fer_target_mass`` and ``fer_lambda``. Options: the keyword
+parameters of ``FEROptimizer`` the harness does not set (``fer_weight``, ``consistency_threshold``,
+``temperature``, ``mu``, ``warmup_epochs``, ``nonfinite``).
 """
 
 from __future__ import annotations
@@ -19,25 +18,14 @@ from torch import nn
 from ...fer import FEROptimizer
 from ..methods import Batch, EpochInfo, Method, Setup, register
 
+_SUPPLIED = frozenset(
+    {"params", "base_optimizer", "base_optimizer_kwargs", "memory_size", "epochs", "num_classes"}
+)
+
 
 class _FERMethod(Method):
     base: ClassVar[str] = ""
-
-    def __init__(
-        self,
-        fer_weight: float = 0.1,
-        consistency_threshold: float = 0.9,
-        temperature: float = 5.0,
-        mu: float = 1.0,
-        warmup_epochs: int = 1,
-    ) -> None:
-        self.options: dict[str, Any] = {
-            "fer_weight": fer_weight,
-            "consistency_threshold": consistency_threshold,
-            "temperature": temperature,
-            "mu": mu,
-            "warmup_epochs": warmup_epochs,
-        }
+    option_sources = ((FEROptimizer, _SUPPLIED),)
 
     def _base(self, setup: Setup) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
         if self.base == "sgd":

@@ -1,57 +1,33 @@
 """Gradient Correction in the harness: methods ``gc-adam`` and ``gc-sgd``.
 
-The optimizer is :func:`advanced_optimizers.gradient_correction.create_gradient_correction_optimizer`
-around ``torch.optim.Adam`` (``gc-adam``) or ``torch.optim.SGD`` with the harness's momentum
-(``gc-sgd``), with the harness's lr and weight decay. Options (``--opt key=value``): ``use_gcw``,
-``use_gcode``, ``gcw_strength``, ``gcode_strength``, ``history``, ``meta_lr``. ``end_epoch`` records
-the epoch's mean GC-W relative prediction error (``gcw_pred_error``), that of the naive "next
-gradient = this one" predictor (``gcw_naive_error``) and the mean GC-ODE coefficient
-(``gcode_coef``). All state lives in the optimizer's ``state_dict``.
+The optimizer is :class:`advanced_optimizers.gradient_correction.GradientCorrectionOptimizer` around
+``torch.optim.Adam`` (``gc-adam``) or ``torch.optim.SGD`` with the harness's momentum (``gc-sgd``),
+with the harness's lr and weight decay. Options: its keyword parameters (``use_gcw``, ``use_gcode``,
+``gcw_strength``, ``gcode_strength``, ``history``, ``meta_lr``, ``nonfinite``). ``end_epoch``
+records the optimizer's diagnostics of the epoch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ...gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
+from ...gradient_correction import GradientCorrectionOptimizer
 from ..methods import EpochInfo, Method, Setup, register
 
 
 class _GradientCorrection(Method):
-    base: Any = None
-
-    def __init__(
-        self,
-        use_gcw: bool = True,
-        use_gcode: bool = True,
-        gcw_strength: float = 0.1,
-        gcode_strength: float = 1.0,
-        history: int = 2,
-        meta_lr: float = 1e-3,
-    ) -> None:
-        self.options: dict[str, Any] = {
-            "use_gcw": use_gcw,
-            "use_gcode": use_gcode,
-            "gcw_strength": gcw_strength,
-            "gcode_strength": gcode_strength,
-            "history": history,
-            "meta_lr": meta_lr,
-        }
+    base: ClassVar[type[torch.optim.Optimizer]]
+    option_sources = ((GradientCorrectionOptimizer, frozenset({"base", "device"})),)
 
     def _base_kwargs(self, setup: Setup) -> dict[str, Any]:
         return {"weight_decay": setup.weight_decay}
 
     def build_optimizer(self, model: nn.Module, setup: Setup) -> GradientCorrectionOptimizer:
-        return create_gradient_correction_optimizer(
-            model.parameters(),
-            lr=setup.lr,
-            base_optimizer=self.base,
-            **self.options,
-            **self._base_kwargs(setup),
-        )
+        base = self.base(model.parameters(), lr=setup.lr, **self._base_kwargs(setup))
+        return GradientCorrectionOptimizer(base, **self.options)
 
     def end_epoch(
         self,
