@@ -3,9 +3,11 @@
 For every method, over its seeds: final and best test accuracy, training time per epoch, epochs and
 seconds to reach the target accuracy (the reference baseline's mean final accuracy unless given), and
 the flipping-error metrics — each as mean, std and 95% t-interval. Every non-baseline method is
-compared with every baseline by a paired test over seeds (same seed = same init and data order) on
-final accuracy, with Holm's correction across the whole family of comparisons; the verdict says "no
-significant difference" where that is the truth (adjusted p >= 0.05).
+compared with every baseline (``BASELINES``), and each of our algorithms (neither baseline nor peer)
+with every peer (``PEERS``: what a user would pick instead), by a paired test over seeds (same seed =
+same init and data order) on final accuracy, with Holm's correction across the whole family of
+comparisons; the verdict says "no significant difference" where that is the truth (adjusted p >= 0.05).
+A comparison's ``baseline`` field names the method compared against, baseline or peer.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from .metrics import flip_metrics
 from .stats import holm, mean_ci, paired_test, time_to_target
 from .train import RunResult
 
-__all__ = ["BASELINES", "epoch_frame", "markdown_table", "summarize", "write_outputs"]
+__all__ = ["BASELINES", "PEERS", "epoch_frame", "markdown_table", "summarize", "write_outputs"]
 
 BASELINES = ("sgd", "adam")
+PEERS = ("nadam", "schedulefree-adamw", "adan", "mars", "lookahead-adam")
 ALPHA = 0.05
 
 
@@ -108,11 +111,12 @@ def summarize(runs: Sequence[RunResult], target: float | None = None) -> dict[st
 
 
 def _compare_to_baselines(grouped: dict[str, list[RunResult]]) -> list[dict[str, Any]]:
+    """Every non-baseline vs every baseline, then each of ours vs every peer; one Holm family."""
     comparisons = []
-    for baseline in (b for b in BASELINES if b in grouped):
+    for baseline in (b for b in BASELINES + PEERS if b in grouped):
         base = {r.config.seed: r.final["test_acc"] for r in grouped[baseline]}
         for name, rs in grouped.items():
-            if name in BASELINES:
+            if name in BASELINES or (baseline in PEERS and name in PEERS):
                 continue
             seeds = [r.config.seed for r in rs if r.config.seed in base]
             ours = {r.config.seed: r.final["test_acc"] for r in rs}

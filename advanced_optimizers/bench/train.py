@@ -294,6 +294,7 @@ def _train_epoch(
 ) -> float:
     """One pass over the training set; returns the sample-weighted mean training loss."""
     model.train()
+    method.train_mode(model, optimizer)
     method.start_epoch(model, optimizer, info)
     distributed = world_size() > 1
     device = _model_device(model)
@@ -358,6 +359,7 @@ def train_run(
         train_loss = _train_epoch(method, model, optimizer, dataset, config, info, scheduler)
         extras = method.end_epoch(model, optimizer, info, train_loss)
         seconds = time.perf_counter() - start
+        method.eval_mode(model, optimizer)  # the checkpoint below is written in this mode
         test_loss, test_acc, hits = evaluate(method, model, dataset)
         record = {
             "epoch": epoch,
