@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from ._finite import all_finite, grads_of
+from ._state import check_base_state
 from ._validation import check_choice
 
 __all__ = [
@@ -180,6 +181,7 @@ class GuardedTorchOptimizer(GuardedStep):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         guard = state_dict.pop("nonfinite", None)
+        check_base_state(self, state_dict)  # type: ignore[arg-type]
         super().load_state_dict(state_dict)  # type: ignore[misc]
         if guard is not None:
             self.guard.load_state_dict(guard)

@@ -3,12 +3,15 @@
 A :class:`WrappedOptimizer` *is* a ``torch.optim.Optimizer`` whose ``param_groups``, ``state`` and
 ``defaults`` are its base optimizer's (so LR schedulers, ``GradScaler`` and trainers drive the base
 directly), whose ``step()`` is the shared template of :mod:`._guard`, and whose ``state_dict()`` is
-one envelope that names the algorithm::
+the base optimizer's state plus keys that name the algorithm and hold its own state::
 
-    {"algorithm": "fer", "version": 1, "base": <base state>, "nonfinite": {...}, "extra": {...}}
+    {"state": ..., "param_groups": ...,            (the base optimizer's state_dict)
+     "algorithm": "fer", "version": 1, "nonfinite": {...}, "extra": {...}}
 
-Loading checks the envelope, the algorithm's extra state and the base state's shapes *before*
-changing anything, so a wrong state fails whole with a message that says what it is.
+So the base optimizer's class alone can still load it (torch ignores the extra keys: moving from FER
+back to plain Adam keeps Adam's moments). Loading checks the algorithm, its extra state and the base
+state's shapes *before* changing anything, so a wrong state fails whole with a message that says
+what it is.
 
 A subclass sets ``algorithm`` and overrides what it adds: ``_before_step`` / ``_after_step`` /
 ``_discard_step`` / ``_guarded_tensors`` (the step), ``_extra_state`` / ``_check_extra_state`` /
@@ -32,6 +35,7 @@ from ._state import check_base_state, describe_state, require_keys
 
 __all__ = ["WrappedOptimizer", "build_base_optimizer", "check_base_optimizer"]
 
+_ENVELOPE_KEYS = frozenset({"algorithm", "version", "nonfinite", "extra"})
 _HOOK_DICTS = (
     "_optimizer_step_pre_hooks",
     "_optimizer_step_post_hooks",
@@ -165,13 +169,19 @@ class WrappedOptimizer(GuardedStep, torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         for hook in self._optimizer_state_dict_pre_hooks.values():
             hook(self)
-        state = {
-            "algorithm": self.algorithm,
-            "version": self.state_version,
-            "base": self.base.state_dict(),
-            "nonfinite": self.guard.state_dict(),
-            "extra": self._extra_state(),
-        }
+        state = dict(self.base.state_dict())
+        clash = _ENVELOPE_KEYS & set(state)
+        if clash:
+            raise RuntimeError(
+                f"{type(self.base).__name__}.state_dict() uses the keys {sorted(clash)}, which "
+                f"{type(self).__name__} needs for its own state"
+            )
+        state.update(
+            algorithm=self.algorithm,
+            version=self.state_version,
+            nonfinite=self.guard.state_dict(),
+            extra=self._extra_state(),
+        )
         for hook in self._optimizer_state_dict_post_hooks.values():
             state = hook(self, state) or state
         return state
@@ -181,10 +191,18 @@ class WrappedOptimizer(GuardedStep, torch.optim.Optimizer):
             state_dict = hook(self, state_dict) or state_dict
         extra = self._check_envelope(state_dict)
         self._check_extra_state(extra)
-        check_base_state(self.base, state_dict["base"])
-        self.base.load_state_dict(state_dict["base"])
-        self.guard.load_state_dict(state_dict["nonfinite"])
-        self._load_extra_state(extra)
+        base_state = {k: v for k, v in state_dict.items() if k not in _ENVELOPE_KEYS}
+        check_base_state(self.base, base_state)
+        previous = self.base.state_dict()  # references: a load replaces these tensors, never writes
+        skipped = self.guard.skipped_steps
+        self.base.load_state_dict(base_state)
+        try:
+            self.guard.load_state_dict(state_dict["nonfinite"])
+            self._load_extra_state(extra)
+        except BaseException:  # the algorithm's part failed: give the base its state back
+            self.base.load_state_dict(previous)
+            self.guard.skipped_steps = skipped
+            raise
         for hook in self._optimizer_load_state_dict_post_hooks.values():
             hook(self)
 
@@ -197,7 +215,7 @@ class WrappedOptimizer(GuardedStep, torch.optim.Optimizer):
                 f"{owner}.load_state_dict expects the state of a {self.algorithm!r} optimizer, got "
                 f"{describe_state(state_dict)}"
             )
-        require_keys(state_dict, ("version", "base", "nonfinite", "extra"), f"{owner} state")
+        require_keys(state_dict, ("version", "nonfinite", "extra"), f"{owner} state")
         if state_dict["version"] != self.state_version:
             raise ValueError(
                 f"{owner} state has version {state_dict['version']}, this library reads version "

@@ -156,6 +156,46 @@ class FERLoss(nn.Module):
 
         ``logits`` (B, C) float, ``targets`` (B,) class indices, ``indices`` (B,) dataset indices.
         """
+        z, y, idx = self._prepare(logits, targets, indices)
+        ce, log_q, s, f, w = self._terms(z, y, idx)
+        if w is None:
+            loss = ce.mean()
+        else:  # Σ_i [(1 − w_i)·CE_i + w_i·T²·H(s_i, q_i)] / B, the soft term folded into one product
+            t2 = self.temperature**2
+            soft_term = (s * (w * t2).unsqueeze(1) * log_q).sum()
+            loss = (ce.sum() - torch.dot(w, ce) - soft_term) / z.shape[0]
+        self._remember(z, y, idx, ce, log_q, s, f)
+        return loss
+
+    def wrap_logits(
+        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
+    ) -> torch.Tensor:
+        r"""``logits`` unchanged in value, whose backward adds the gradient of FER's extra term.
+
+        For trainers that own the loss (Lightning, Hugging Face): FER's loss is the batch's mean
+        cross-entropy plus :math:`\tfrac1B\sum_i w_i\,(T^2 H(s_i, q_i) - \mathrm{CE}_i)`, whose
+        gradient in the logits is closed-form,
+        :math:`\tfrac{w_i}{B}\big(T(m_i q_i - s_i) - (p_i - e_{y_i})\big)` with
+        :math:`m_i = \sum_k s_{ik}`. A mean cross-entropy computed on the returned logits therefore
+        back-propagates exactly :class:`FERLoss`'s gradient; another loss gets FER's extra term
+        added to it. The store rows become pending, as with :meth:`forward`.
+        """
+        z, y, idx = self._prepare(logits, targets, indices)
+        training = torch.is_grad_enabled()
+        with torch.no_grad():
+            ce, log_q, s, f, w = self._terms(z, y, idx)
+            self._remember(z, y, idx, ce, log_q, s, f, training)
+            if w is None or not logits.requires_grad:
+                return logits
+            t = self.temperature
+            p = torch.softmax(z, dim=1)
+            p.scatter_add_(1, y.unsqueeze(1), -torch.ones_like(ce).unsqueeze(1))  # p − e_y
+            q = log_q.exp()
+            extra = t * (s.sum(dim=1, keepdim=True) * q - s) - p
+            extra.mul_((w / z.shape[0]).unsqueeze(1))
+        return _AddGradient.apply(logits, extra)
+
+    def _prepare(self, logits: Any, targets: Any, indices: Any) -> tuple[torch.Tensor, ...]:
         self._check_ready()
         self._check_batch(logits, targets, indices)
         if not self.deferred:
@@ -163,24 +203,23 @@ class FERLoss(nn.Module):
         z = logits.float()
         self._allocate(z.shape[1], z.device)
         y, idx = targets.to(device=z.device, dtype=torch.long), indices.to(z.device, torch.long)
-        loss, ce, log_q, old, flags = self._loss(z, y, idx)
-        if torch.is_grad_enabled() and self.epoch >= self.warmup_epochs:
-            self._pending.append(self._store_rows(z.detach(), y, idx, ce, log_q, old, flags))
-            self._synced = False
-        return loss
+        return z, y, idx
 
-    def _loss(self, z: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[Any, ...]:
-        """The loss and the pieces the store update reuses: CE, log q_T, s, f."""
+    def _terms(self, z: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[Any, ...]:
+        """Per-row CE, and once active log q_T, the store rows s, f and the weights w = λ_t f."""
         ce = -F.log_softmax(z, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
         if not self.active:
-            return ce.mean(), ce, None, None, None
-        t = self.temperature
-        log_q = F.log_softmax(z / t, dim=1)
+            return ce, None, None, None, None
+        log_q = F.log_softmax(z / self.temperature, dim=1)
         s, f = self.soft_targets[idx], self.ever_correct[idx]
-        w = f.to(z.dtype) * self.current_lambda
-        soft_term = (s * (w * (t * t)).unsqueeze(1) * log_q).sum()
-        loss = (ce.sum() - torch.dot(w, ce) - soft_term) / z.shape[0]
-        return loss, ce, log_q, s, f
+        return ce, log_q, s, f, f.to(z.dtype) * self.current_lambda
+
+    def _remember(self, z, y, idx, ce, log_q, s, f, training: bool | None = None) -> None:
+        """Make the batch's store rows pending (from the last warm-up epoch on, when training)."""
+        training = torch.is_grad_enabled() if training is None else training
+        if training and self.epoch >= self.warmup_epochs:
+            self._pending.append(self._store_rows(z.detach(), y, idx, ce, log_q, s, f))
+            self._synced = False
 
     @torch.no_grad()
     def _store_rows(self, z, y, idx, ce, log_q, old, flags) -> tuple[torch.Tensor, ...]:
@@ -295,8 +334,7 @@ class FERLoss(nn.Module):
     def _allocate(self, num_classes: int, device: torch.device) -> None:
         if self.soft_targets.shape[1] == 0:
             self.soft_targets = torch.zeros(self.num_samples, num_classes, device=device)
-            if not self.ever_correct.any():
-                self.ever_correct = self.ever_correct.to(device)
+            self.ever_correct = self.ever_correct.to(device)  # no host read (works on meta too)
         if self.soft_targets.device != device:
             raise ValueError(
                 f"logits are on {device} but FER's store is on {self.soft_targets.device}; move "
@@ -372,6 +410,20 @@ class FERLoss(nn.Module):
             f"temperature={self.temperature}, mu={self.mu}, warmup_epochs={self.warmup_epochs}, "
             f"epoch={self.epoch}/{self.epochs}"
         )
+
+
+class _AddGradient(torch.autograd.Function):
+    """Identity in the forward pass; adds a fixed tensor to the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(extra)
+        return logits.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (extra,) = ctx.saved_tensors
+        return grad + extra.to(grad.dtype), None
 
 
 class FEROptimizer(WrappedOptimizer):

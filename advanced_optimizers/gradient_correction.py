@@ -1,98 +1,69 @@
-"""Gradient Correction (GC-W and GC-ODE): learned, online corrections of the weight gradients.
+r"""Gradient Correction (GC-W and GC-ODE): corrections of the weight gradients before a base step.
 
-**This is our own design**, inspired by the abstract of Li, Ni, Li, Zhang, Gao, "GCGD" (arXiv
-2203.08345). The authors *withdrew* that paper (its GC-W structure is wrong, GC-ODE unclear) and no
-code exists. What we keep from the abstract: two plug-in modules that change the gradient itself, not
-the step size; GC-W is based on gradient *prediction* (a learned module predicting a gradient
-offset); GC-ODE comes from the ODE view of training. Nothing below reproduces the paper's equations.
-
-Notation (per parameter tensor ``i``; every coefficient below is one scalar per tensor): ``g_t`` the
-raw mini-batch gradient at step ``t``; the last ``K+1`` raw gradients ``g_t … g_{t−K}`` are kept
-(``K = history``, default 2); ``G[a, b] = <g_{t−a}, g_{t−b}>`` their Gram matrix. The update fed to
-the base optimizer is ::
-
-    g̃_t = g_t + α · GC_W(g_t) + β · GC_ODE(g_t)          (α = gcw_strength, β = gcode_strength)
-
-GC-W: a learned next-gradient predictor
----------------------------------------
-``p_{t+1} = Σ_{k=1..K} w_k g_{t+1−k}`` predicts the *next* observed gradient from the recent ones
-(a linear, attention-like mixing of the history with learned per-tensor weights ``w``). Its offset
-``GC_W(g_t) = p_{t+1} − g_t`` moves the update toward the gradient expected at the next step. It is
-trained online on a measurable target: when ``g_t`` arrives, the prediction made one step earlier has
-error ``e_t = g_t − Σ_k w_k g_{t−k}`` and the module minimises the scale-free loss
-``ℓ_W = ½ ||e_t||² / ||g_t||²``, whose gradient needs only the Gram matrix::
-
-    ∂ℓ_W/∂w_k = −(G[0, k] − Σ_j w_j G[j, k]) / G[0, 0].
-
-``w`` starts at ``(1, 0, …, 0)`` (predict "the next gradient equals this one"), so ``GC_W ≡ 0`` at
-initialisation. The relative error ``||e_t||²/||g_t||²`` and that of the naive predictor
-``(w = e_1)`` are logged (``diagnostics()``), so one can see whether the predictor beats "no change".
-For mini-batch gradients (a slowly moving mean plus independent noise) the best linear predictor
-shrinks and averages the history rather than extrapolating; on smooth, predictable gradient
-sequences (e.g. a quadratic) it tracks them closely.
-
-GC-ODE: a learned two-step (Adams–Bashforth-type) integrator of the gradient flow
----------------------------------------------------------------------------------
-Training integrates ``θ' = −∇L(θ)``; the base optimizer's step is an explicit Euler step with
-``f_t = g_t``. A consistent explicit two-step method uses ``(1 + c) f_t − c f_{t−1}`` (``c = ½`` is
-Adams–Bashforth 2), i.e. the correction ``GC_ODE(g_t) = c · (g_t − g_{t−1})``. Instead of fixing
-``c`` (which presumes a smooth trajectory, false under mini-batch noise) it is learned per tensor by
-the hypergradient of the next training loss: the update at ``t−1`` moved ``θ`` by ``−η β c d_{t−1}``
-(``d_{t−1} = g_{t−1} − g_{t−2}``), so ``∂L(θ_t)/∂c ≈ −η β <g_t, d_{t−1}>``. **[design]** We drop the
-positive factor ``η β`` and use the cosine ``−<g_t, d_{t−1}> / (||g_t|| ||d_{t−1}||)`` (scale-free;
-it ignores the base optimizer's diagonal preconditioner, which does not change the sign for SGD and
-is a first-order approximation for Adam). ``c`` starts at 0 (plain Euler, ``GC_ODE ≡ 0``) and is
-clipped to ``[−1, 1]`` (**[design]**: keeps the two-step recursion zero-stable; AB2 lies inside).
-
-Both modules' coefficients (``w`` and ``c``) are trained by their own ``torch.optim.Adam``
-(``meta_lr``), whose state is part of :meth:`GradientCorrectionOptimizer.state_dict`. Both
-corrections lie in the span of the stored gradients, so ``g̃_t = Σ_k a_k g_{t−k}`` with
-``a_0 = 1 + α(w_1 − 1) + βc``, ``a_1 = α w_2 − β c``, ``a_k = α w_{k+1}`` (``k < K``, and
-``a_K = 0``). **[design] cost**: per tensor one copy into a ring buffer of the last ``K+1`` raw
-gradients, one matrix-vector product for the ``K+1`` new Gram entries ``<g_t, g_{t−k}>`` (older
-entries are cached, shifted by one lag each step) and ``K`` in-place axpys; the per-tensor scalar
-algebra runs on Python floats. Per-tensor scalar coefficients keep the overhead at a few memory passes
-over the gradients; a per-element network would cost more than the step it corrects.
-
-What was measured (``benchmarks/gradient_correction.py``; numbers in
-``docs/algorithms/gradient_correction.md``): on MNIST with Adam the learned predictor beats the naive
-one (relative error ~1.3–1.4 vs ~2.8–3.6 on the MLP: mini-batch gradients are mostly unpredictable
-noise; consecutive ones are even negatively correlated; the predictor learns ``w_1 < 1`` and a small
-negative ``w_2``), ``c`` settles slightly positive (AB2-like,
-+0.05 to +0.2), and neither module shortens training: the paper's ~20 % claim did not reproduce.
-
-Other design choices
---------------------
-* Warm-up: a tensor's corrections (and the modules' training) start once ``K+1`` gradients are stored;
-  before that the update is the raw gradient.
-* ``g`` is corrected **in place** (``p.grad`` holds ``g̃`` after :meth:`step`); the history keeps the
-  raw gradients.
-* Non-finite gradients: if any gradient is NaN/Inf the whole step is skipped with a warning — neither
-  the parameters, the base optimizer, the history nor the modules change (``skipped_steps`` counts).
-* Parameters whose ``grad`` is ``None`` are skipped: their history, counter and coefficients stay.
-* Memory: ``K+1`` extra copies of the parameters (the gradient history).
+**Our own design**, after the abstract of Li, Ni, Li, Zhang, Gao, "GCGD" (arXiv 2203.08345), which
+its authors withdrew (GC-W's structure wrong, GC-ODE unclear); no code exists. Kept from the
+abstract: two plug-in modules that change the gradient itself, not the step size; GC-W from gradient
+*prediction*, GC-ODE from the ODE view of training. Reasons, the family this design belongs to
+(NAdam, MARS, Adan) and measurements: ``docs/algorithms/gradient_correction.md``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from ._validation import check_int, check_nonnegative, check_positive
+from ._guard import call_unhooked_step
+from ._validation import check_int, check_nonnegative, check_positive, check_probability
 from ._wrapper import WrappedOptimizer, build_base_optimizer, check_base_optimizer
 
 __all__ = ["GradientCorrectionOptimizer", "create_gradient_correction_optimizer"]
 
+C_RANGE = (-0.5, 1.0)  # the GC-ODE coefficient's range (absolute stability, see the class)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_STATS = ("pred_error", "naive_error", "coef", "cosine", "count")
+
+
+def _stats_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 class GradientCorrectionOptimizer(WrappedOptimizer):
-    """``g̃ = g + α·GC_W(g) + β·GC_ODE(g)`` fed to a base optimizer; see the module docstring.
+    r"""``g̃ = g + α·GC_W(g) + β·GC_ODE(g)`` fed to a base optimizer.
 
-    ``param_groups`` and ``state`` *are* the base optimizer's (LR schedulers drive it directly).
+    Per parameter tensor, with :math:`g_t` its raw gradient and :math:`K` = ``history`` past ones:
+
+    .. math::
+        \begin{aligned}
+        &\mathrm{GC}_W(g_t) = \hat g_{t+1} - g_t, \qquad
+            \hat g_{t+1} = \textstyle\sum_{k=1}^{K} w_k\, g_{t+1-k}
+            \quad\text{(the predicted next gradient)} \\
+        &w = \big(A + \lambda\bar a I\big)^{-1}\big(b + \lambda\bar a\, e_1\big), \quad
+            A \leftarrow \rho A + (1-\rho)\,h_t h_t^\top,\ b \leftarrow \rho b + (1-\rho)\,
+            h_t^\top g_t,\ h_t = (g_{t-1},\dots,g_{t-K}) \\
+        &\mathrm{GC}_{ODE}(g_t) = c\,\bar d_t, \qquad
+            \bar d_t = \delta\,\bar d_{t-1} + (1-\delta)(g_t - g_{t-1}), \qquad
+            c \in [-\tfrac12, 1]
+        \end{aligned}
+
+    GC-W is the least-squares predictor of the next gradient from the last :math:`K` (``A``, ``b``
+    are exponential averages of the Gram entries, decay :math:`\rho` = ``predictor_decay``; the
+    ridge term, :math:`\lambda` = ``ridge`` relative to the mean diagonal :math:`\bar a`, shrinks
+    it toward "the next gradient equals this one", so :math:`\mathrm{GC}_W \equiv 0` at the
+    start). GC-ODE is a two-step (Adams–Bashforth-type) integrator of the gradient flow,
+    :math:`(1+c) g_t - c g_{t-1}` for :math:`\delta = 0`; :math:`c` starts at 0 and is learned by
+    the hypergradient of the next loss, :math:`-\cos(g_t, \bar d_{t-1})`, with Adam at
+    ``meta_lr``. The scheme is zero-stable for every :math:`c`; :math:`c` changes its *absolute*
+    stability (on :math:`\lambda`-curvature with step :math:`\eta`, stable for
+    :math:`\eta\lambda < 2/(1+2c)` when :math:`c \ge 0`), so the range caps how much a learned
+    :math:`c > 0` shrinks the largest stable learning rate (to 2/3 of Euler's at :math:`c = 1`).
+    Under Adam, :math:`c = \beta_1` with :math:`\delta = 0` is NAdam's Nesterov look-ahead
+    :math:`(1+c) m_t - c\, m_{t-1}`; :math:`\delta > 0` averages the differences as Adan does.
+
+    All coefficients are one scalar per tensor and live on the parameters' device: a step adds no
+    host synchronisation. Memory: ``history`` (plus one with :math:`\delta > 0`) gradient copies.
+    ``p.grad`` holds :math:`\tilde g` after :meth:`step`; the history keeps the raw gradients.
     """
 
     algorithm = "gradient_correction"
@@ -107,6 +78,9 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
         gcode_strength: float = 1.0,
         history: int = 2,
         meta_lr: float = 1e-3,
+        predictor_decay: float = 0.99,
+        ridge: float = 1e-4,
+        difference_decay: float = 0.0,
         device: torch.device | str | None = None,
         nonfinite: str = "skip",
     ) -> None:
@@ -121,18 +95,17 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 "use_gcw and use_gcode are both False, so gcw_strength and gcode_strength must be "
                 f"0; got gcw_strength={gcw_strength}, gcode_strength={gcode_strength}"
             )
-        self.use_gcw = use_gcw
-        self.use_gcode = use_gcode
+        self.use_gcw, self.use_gcode = use_gcw, use_gcode
         self.history = check_int("history", history, 2)
         self.meta_lr = check_positive("meta_lr", meta_lr)
+        self.predictor_decay = check_probability("predictor_decay", predictor_decay, open_high=True)
+        self.ridge = check_positive("ridge", ridge)
+        self.difference_decay = check_probability(
+            "difference_decay", difference_decay, open_high=True
+        )
         self.device = None if device is None else torch.device(device)
-
         super().__init__(base, nonfinite=nonfinite)
-        self._coefs: list[torch.Tensor] = []  # per group: (n_params, K+1) = [w_1..w_K, c]
-        self._counts: list[list[int]] = []  # per group, per param: gradients stored so far
-        self._grams: list[list[list[list[float]]]] = []  # per param: lag-ordered Gram (cached)
-        self._buffers: list[list[torch.Tensor]] = []  # per group, per param: (K+1, numel) ring
-        self._stats = [0.0, 0.0, 0.0, 0.0]  # sums: err, naive err, c, n
+        self._groups: list[dict[str, Any]] = []
         self.meta_optimizer: torch.optim.Adam | None = None
         for group in self.param_groups:
             self._init_group(group)
@@ -147,16 +120,25 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                     f"{p.device}; move the model to {self.device} or pass device=None"
                 )
         device = params[0].device if params else (self.device or torch.device("cpu"))
-        k = self.history
-        coef = torch.zeros(len(params), k + 1, device=device)
-        coef[:, 0] = 1.0  # w = e_1 (predict "no change"), c = 0
-        coef.requires_grad_(True)
-        self._coefs.append(coef)
-        self._counts.append([0] * len(params))
-        self._grams.append([[[0.0] * (k + 1) for _ in range(k + 1)] for _ in params])
-        self._buffers.append(
-            [torch.zeros(k + 1, p.numel(), dtype=p.dtype, device=p.device) for p in params]
-        )
+        n, k = len(params), self.history
+        wide = _stats_dtype(device)  # the tiny per-tensor statistics in double precision
+        coef = torch.zeros(n, device=device, requires_grad=True)  # c per tensor
+        state = {
+            "coef": coef,
+            "count": [0] * n,  # gradients seen per tensor (host-side bookkeeping, never read back)
+            "gram": torch.zeros(n, k + 1, k + 1, device=device, dtype=wide),  # latest first
+            "A": torch.zeros(n, k, k, device=device, dtype=wide),
+            "b": torch.zeros(n, k, device=device, dtype=wide),
+            "ring": [torch.zeros(k, p.numel(), dtype=p.dtype, device=p.device) for p in params],
+            "diff": [
+                torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+                if self.difference_decay > 0
+                else None
+                for p in params
+            ],
+            "stats": torch.zeros(len(_STATS), device=device, dtype=wide),
+        }
+        self._groups.append(state)
         if self.meta_optimizer is None:
             self.meta_optimizer = torch.optim.Adam([coef], lr=self.meta_lr)
         else:
@@ -171,145 +153,204 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
         """Correct every gradient in place (the base step then uses the corrected gradients)."""
         if not (self.use_gcw or self.use_gcode):
             return
-        self._check_dense()
-        self._frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        meta_step = False
-        for index, group in enumerate(self.param_groups):
-            meta_step |= self._correct_group(index, group)
-        if meta_step:
-            self.meta_optimizer.step()
-            self._project()
-        self.meta_optimizer.zero_grad(set_to_none=True)
-
-    def _check_dense(self) -> None:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
                     raise RuntimeError(
-                        "GradientCorrectionOptimizer does not support sparse gradients (a parameter "
-                        f"of shape {tuple(p.shape)} has one); use dense gradients, e.g. "
+                        "GradientCorrectionOptimizer does not support sparse gradients (a "
+                        f"parameter of shape {tuple(p.shape)} has one); use dense gradients, e.g. "
                         "nn.Embedding(sparse=False)"
                     )
+        learned = [self._correct_group(group, state) for group, state in self._layout()]
+        if any(learned):
+            saved = [(s["coef"], s["coef"].detach().clone()) for s in self._groups]
+            call_unhooked_step(self.meta_optimizer)
+            for (coef, before), (_, state) in zip(saved, self._layout(), strict=True):
+                if "meta_mask" not in state:  # no tensor of this group learned: keep its c
+                    coef.data.copy_(before)
+                    continue
+                mask = state.pop("meta_mask")
+                kept = coef.detach() if mask is None else torch.where(mask, coef.detach(), before)
+                coef.data.copy_(kept.clamp(*C_RANGE))
+        self.meta_optimizer.zero_grad(set_to_none=True)
 
-    def _correct_group(self, index: int, group: dict[str, Any]) -> bool:
-        """Store this step's gradients, set the modules' gradients, correct ``p.grad`` in place.
+    def _layout(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return list(zip(self.param_groups, self._groups, strict=True))
 
-        Returns whether any tensor of the group had a full history (so its coefficients got a
-        gradient). Per parameter the tensor work is one copy into the ring buffer, one
-        matrix-vector product (the ``K+1`` new Gram entries ``<g_t, g_{t−k}>``; older entries are
-        cached) and up to ``K`` in-place axpys; the per-tensor scalar math runs on Python floats,
-        which is cheaper than launching dozens of tiny tensor ops.
+    def _correct_group(self, group: dict[str, Any], state: dict[str, Any]) -> bool:
+        """Store this step's gradients, update the statistics, correct ``p.grad`` in place.
+
+        Returns whether any tensor had a full history (its ``c`` then got a hypergradient).
         """
-        params, buffers, grams = group["params"], self._buffers[index], self._grams[index]
+        params, k = group["params"], self.history
         active = [i for i, p in enumerate(params) if p.grad is not None]
         if not active:
             return False
-        k1 = self.history + 1
-        counts = self._counts[index]
-        coef = self._coefs[index]
-        coefs = coef.detach().tolist()
-        grads: list[list[float]] = [[0.0] * k1 for _ in params]
-        learned = [False] * len(params)
-        for i in active:
-            grad, buf, count = params[i].grad, buffers[i], int(counts[i])
-            lag_slot = [(count - k) % k1 for k in range(k1)]
-            buf[lag_slot[0]].copy_(grad.reshape(-1))
-            work = buf.float() if buf.dtype in _LOW_PRECISION else buf
-            dots = torch.mv(work, work[lag_slot[0]]).tolist()
-            gram = _shift_gram(grams[i], [dots[s] for s in lag_slot])
-            grams[i] = gram
-            counts[i] = count + 1
-            if count + 1 < k1:
-                continue
-            _apply_mix(grad, buf, self._mixing(coefs[i]), lag_slot)
-            grads[i] = self._meta_gradient(coefs[i], gram)
-            learned[i] = True
-        if not any(learned):
-            return False
-        coef.grad = torch.tensor(grads, dtype=coef.dtype, device=coef.device)
-        if not all(learned):  # Adam's momentum would move rows that got no signal: restore them
-            frozen = torch.tensor([i for i, ok in enumerate(learned) if not ok], device=coef.device)
-            self._frozen.append((coef, frozen, coef.detach()[frozen].clone()))
-        return True
+        full = [i for i in active if state["count"][i] >= k]
+        counts = [state["count"][i] for i in active]
+        dots, by_slot = [], []
+        for i in active:  # per tensor: one matrix-vector product, one dot, one copy
+            grad, ring = params[i].grad.reshape(-1), state["ring"][i]
+            work, past = (
+                (grad.float(), ring.float()) if grad.dtype in _LOW_PRECISION else (grad, ring)
+            )
+            by_slot.append(torch.mv(past, work))  # read before g_t overwrites g_{t-K}'s slot
+            dots.append(torch.dot(work, work))
+            ring[state["count"][i] % k].copy_(grad)
+            state["count"][i] += 1
+        gram = state["gram"]
+        rows = self._rows(active, len(params), gram.device)
+        old = gram[rows].clone()
+        lagged = self._lag_ordered(torch.stack(by_slot), counts).to(gram.dtype)
+        gram[rows, 1:, 1:] = old[:, :-1, :-1]
+        gram[rows, 0, 0] = torch.stack(dots).to(gram.dtype)
+        gram[rows, 0, 1:] = lagged
+        gram[rows, 1:, 0] = lagged
+        if full:
+            self._apply(params, state, full)
+        return bool(full) and self.use_gcode
 
-    def _mixing(self, coef: list[float]) -> list[float]:
-        """``a`` with ``g̃ = Σ_k a_k g_{t−k}`` (lag order) from ``coef = [w_1 … w_K, c]``."""
+    def _rows(self, indices: list[int], n: int, device: torch.device) -> Any:
+        """An index for ``indices`` of ``n`` rows: a slice when it is all of them (no copy)."""
+        if len(indices) == n:
+            return slice(None)
+        return torch.tensor(indices, device=device)
+
+    def _lag_ordered(self, by_slot: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Rows ``<g_t, slot s>`` reordered to ``<g_t, g_{t-lag}>``, lag = 1..K."""
         k = self.history
+        orders = [[(count - lag) % k for lag in range(1, k + 1)] for count in counts]
+        if all(order == orders[0] for order in orders):  # the usual case: one permutation
+            return by_slot[:, orders[0]]
+        index = torch.tensor(orders, device=by_slot.device)
+        return by_slot.gather(1, index)
+
+    def _past(self, state: dict[str, Any], i: int, lag: int) -> torch.Tensor:
+        """``g_{t-lag}`` of tensor ``i`` (after this step's gradient was stored)."""
+        return state["ring"][i][(state["count"][i] - 1 - lag) % self.history]
+
+    def _apply(self, params: list[torch.Tensor], state: dict[str, Any], full: list[int]) -> None:
+        """The corrections of the tensors with a full history, and their statistics."""
+        index = self._rows(full, len(params), state["gram"].device)
+        gram = state["gram"][index]  # (m, K+1, K+1): entry [a, b] = <g_{t-a}, g_{t-b}>
+        g00, cross, past = gram[:, 0, 0], gram[:, 0, 1:], gram[:, 1:, 1:]
+        A, b = state["A"][index], state["b"][index]
+        w = self._predictor(A, b)  # fitted on steps up to t-1; predicts g_t from h_t, g_{t+1} next
+        err = g00 - 2 * (w * cross).sum(1) + (w.unsqueeze(1) @ past @ w.unsqueeze(2)).flatten()
+        naive = g00 - 2 * gram[:, 0, 1] + gram[:, 1, 1]
+        cosine = gram[:, 0, 1] / (g00 * gram[:, 1, 1]).sqrt().clamp_min(1e-30)
+        rho = self.predictor_decay
+        state["A"][index] = rho * A + (1 - rho) * past
+        state["b"][index] = rho * b + (1 - rho) * cross
+        c = state["coef"].detach()[index].to(gram.dtype)
         alpha = self.gcw_strength if self.use_gcw else 0.0
         beta = self.gcode_strength if self.use_gcode else 0.0
-        w, c = coef[:k], coef[k]
-        mix = [alpha * wk for wk in w] + [0.0]
-        mix[0] += 1.0 - alpha + beta * c
-        mix[1] -= beta * c
-        return mix
+        # g̃ = a_0 g_t + Σ_{j≥1} a_j g_{t-j} (+ βc·d̄ with averaged differences)
+        mix = alpha * w
+        mix[:, 0] += 1 - alpha
+        if self.difference_decay == 0.0:
+            mix[:, 0] += beta * c
+            mix[:, 1] -= beta * c
+        mix = mix.to(params[full[0]].dtype)
+        bc = (beta * c).to(mix.dtype)
+        for row, i in enumerate(full):
+            self._mix_into(params[i].grad, state, i, mix[row], bc[row])
+        self._hypergradient(state, index, gram, len(params))
+        tiny = g00.clamp_min(1e-30)
+        count = torch.full((), float(len(full)), device=gram.device, dtype=gram.dtype)
+        summary = torch.stack(
+            [(err / tiny).sum(), (naive / tiny).sum(), c.sum(), cosine.sum(), count]
+        )
+        state["stats"] += summary.to(state["stats"].dtype)
 
-    def _meta_gradient(self, coef: list[float], gram: list[list[float]]) -> list[float]:
-        """Gradients of the GC-W prediction loss (``w``) and the GC-ODE hypergradient (``c``).
+    def _predictor(self, A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Ridge least squares toward ``e_1``: ``(A + λāI)^{-1}(b + λā e_1)``, batched."""
+        k = A.shape[-1]
+        scale = self.ridge * A.diagonal(dim1=1, dim2=2).mean(1) + 1e-30
+        eye = torch.eye(k, device=A.device, dtype=A.dtype)
+        rhs = b.clone()
+        rhs[:, 0] += scale
+        return torch.linalg.solve(A + scale[:, None, None] * eye, rhs)
 
-        Also accumulates the logged relative prediction errors and the mean ``c``.
-        """
-        k = self.history
-        w, c = coef[:k], coef[k]
-        g00 = gram[0][0]
-        if not g00 > 0.0:  # a zero gradient carries no signal
-            return [0.0] * (k + 1)
-        cross = gram[0][1:]
-        pw = [sum(w[j] * gram[j + 1][m + 1] for j in range(k)) for m in range(k)]
-        grad_w = [-(cross[m] - pw[m]) / g00 for m in range(k)] if self.use_gcw else [0.0] * k
-        err = (
-            g00
-            - 2 * sum(wm * cm for wm, cm in zip(w, cross, strict=True))
-            + sum(wm * pm for wm, pm in zip(w, pw, strict=True))
-        ) / g00
-        naive = (g00 - 2 * gram[0][1] + gram[1][1]) / g00
-        d_sq = max(gram[1][1] - 2 * gram[1][2] + gram[2][2], 0.0)
-        grad_c = 0.0
-        if self.use_gcode and d_sq > 0.0:
-            grad_c = -(gram[0][1] - gram[0][2]) / math.sqrt(g00 * d_sq)
-        self._stats[0] += err
-        self._stats[1] += naive
-        self._stats[2] += c
-        self._stats[3] += 1.0
-        return [*grad_w, grad_c]
+    def _mix_into(
+        self, grad: torch.Tensor, state: dict[str, Any], i: int, mix: torch.Tensor, bc: torch.Tensor
+    ) -> None:
+        """``grad ← Σ_j mix_j g_{t-j}`` in place, plus ``βc·d̄`` with averaged differences."""
+        flat = grad.view(-1)
+        diff = state["diff"][i]
+        if diff is not None:  # d̄_t = δ d̄_{t-1} + (1-δ)(g_t - g_{t-1}), from the raw g_t
+            delta = self.difference_decay
+            diff.mul_(delta).add_(flat - self._past(state, i, 1), alpha=1 - delta)
+        flat.mul_(mix[0])
+        for lag in range(1, mix.shape[0]):
+            flat.addcmul_(self._past(state, i, lag), mix[lag])
+        if diff is not None:
+            flat.addcmul_(diff, bc)
 
-    def _project(self) -> None:
-        """Clip ``c`` to [−1, 1]; restore the rows of tensors that gave no signal this step."""
-        k = self.history
-        for coef in self._coefs:
-            coef.data[:, k].clamp_(-1.0, 1.0)
-        for coef, rows, values in self._frozen:
-            coef.data[rows] = values
-        self._frozen = []
+    def _hypergradient(self, state: dict[str, Any], index: Any, gram: torch.Tensor, n: int) -> None:
+        """``∂L/∂c ≈ -cos(g_t, d_{t-1})``, ``d_{t-1} = g_{t-1} - g_{t-2}``, for the full rows."""
+        if not self.use_gcode:
+            return
+        dot = gram[:, 0, 1] - gram[:, 0, 2]
+        d_sq = (gram[:, 1, 1] - 2 * gram[:, 1, 2] + gram[:, 2, 2]).clamp_min(0)
+        cos = dot / (gram[:, 0, 0] * d_sq).sqrt().clamp_min(1e-30)
+        coef = state["coef"]
+        if isinstance(index, slice):  # every tensor got a hypergradient
+            coef.grad = -cos.to(coef.dtype)
+            state["meta_mask"] = None
+            return
+        grad = torch.zeros(n, device=coef.device, dtype=coef.dtype)
+        grad[index] = -cos.to(coef.dtype)
+        mask = torch.zeros(n, dtype=torch.bool, device=coef.device)
+        mask[index] = True
+        coef.grad = grad
+        state["meta_mask"] = mask
 
     # -- diagnostics ---------------------------------------------------------------------------
     def diagnostics(self, reset: bool = True) -> dict[str, float]:
-        """Means since the last reset: GC-W relative prediction error (and the naive predictor's),
-        mean ODE coefficient ``c``, and how many tensor-steps they cover."""
-        err, naive, c, n = self._stats
-        out = {
-            "gcw_pred_error": err / n if n else math.nan,
-            "gcw_naive_error": naive / n if n else math.nan,
-            "gcode_coef": c / n if n else math.nan,
-            "gc_tensor_steps": n,
-        }
+        """Means since the last reset (one host read): GC-W's relative prediction error and the
+        naive predictor's, the mean GC-ODE coefficient, the mean cosine of consecutive gradients,
+        and how many tensor-steps they cover."""
+        totals = torch.stack([s["stats"].cpu() for s in self._groups]).sum(0).tolist()
+        err, naive, coef, cosine, count = totals
+        mean = (lambda v: v / count) if count else (lambda v: float("nan"))
         if reset:
-            self._stats = [0.0, 0.0, 0.0, 0.0]
-        return out
+            for s in self._groups:
+                s["stats"].zero_()
+        return {
+            "gcw_pred_error": mean(err),
+            "gcw_naive_error": mean(naive),
+            "gcode_coef": mean(coef),
+            "grad_cosine": mean(cosine),
+            "gc_tensor_steps": count,
+        }
 
     def coefficients(self) -> list[torch.Tensor]:
-        """Per group, a copy of the ``(n_params, K+1)`` coefficients ``[w_1 … w_K, c]``."""
-        return [c.detach().clone() for c in self._coefs]
+        """Per group, ``(n_params, K+1)``: the predictor's weights ``w_1 … w_K`` and ``c``."""
+        return [
+            torch.cat([self._predictor(s["A"], s["b"]), s["coef"].detach().unsqueeze(1)], dim=1)
+            for s in self._groups
+        ]
 
     # -- checkpoints --------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
         return {
-            "coefs": [c.detach().clone() for c in self._coefs],
-            "counts": [list(c) for c in self._counts],
-            "grams": _copy_nested(self._grams),
-            "buffers": [[b.clone() for b in bufs] for bufs in self._buffers],
-            "meta_optimizer": self.meta_optimizer.state_dict(),
-            "stats": list(self._stats),
             "history": self.history,
+            "difference_decay": self.difference_decay,
+            "groups": [
+                {
+                    "coef": s["coef"].detach().clone(),
+                    "count": list(s["count"]),
+                    "gram": s["gram"].clone(),
+                    "A": s["A"].clone(),
+                    "b": s["b"].clone(),
+                    "ring": [r.clone() for r in s["ring"]],
+                    "diff": [None if d is None else d.clone() for d in s["diff"]],
+                    "stats": s["stats"].clone(),
+                }
+                for s in self._groups
+            ],
+            "meta_optimizer": self.meta_optimizer.state_dict(),
         }
 
     def _check_extra_state(self, extra: dict[str, Any]) -> None:
@@ -318,14 +359,13 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 f"state_dict was saved with history={extra['history']}, this optimizer has "
                 f"history={self.history}"
             )
-        shapes = [tuple(c.shape) for c in extra["coefs"]]
-        if shapes != [tuple(c.shape) for c in self._coefs]:
+        if float(extra["difference_decay"]) != self.difference_decay:
             raise ValueError(
-                f"state_dict holds coefficient shapes {shapes}, expected "
-                f"{[tuple(c.shape) for c in self._coefs]}"
+                f"state_dict was saved with difference_decay={extra['difference_decay']}, this "
+                f"optimizer has difference_decay={self.difference_decay}"
             )
-        saved = [tuple(b.shape) for bufs in extra["buffers"] for b in bufs]
-        mine = [tuple(b.shape) for bufs in self._buffers for b in bufs]
+        saved = [[tuple(r.shape) for r in g["ring"]] for g in extra["groups"]]
+        mine = [[tuple(r.shape) for r in s["ring"]] for s in self._groups]
         if saved != mine:
             raise ValueError(
                 f"state_dict was saved for other parameter shapes: gradient history {saved}, "
@@ -334,15 +374,17 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         with torch.no_grad():
-            for mine, saved in zip(self._coefs, extra["coefs"], strict=True):
-                mine.copy_(saved)
-            for mine, saved in zip(self._buffers, extra["buffers"], strict=True):
-                for b, s in zip(mine, saved, strict=True):
-                    b.copy_(s)
+            for state, saved in zip(self._groups, extra["groups"], strict=True):
+                state["coef"].copy_(saved["coef"])
+                state["count"] = [int(c) for c in saved["count"]]
+                for key in ("gram", "A", "b", "stats"):
+                    state[key].copy_(saved[key])
+                for mine, theirs in zip(state["ring"], saved["ring"], strict=True):
+                    mine.copy_(theirs)
+                for mine, theirs in zip(state["diff"], saved["diff"], strict=True):
+                    if mine is not None:
+                        mine.copy_(theirs)
         self.meta_optimizer.load_state_dict(extra["meta_optimizer"])
-        self._counts = [[int(c) for c in counts] for counts in extra["counts"]]
-        self._grams = _copy_nested(extra["grams"])
-        self._stats = [float(v) for v in extra["stats"]]
 
     def _repr_options(self) -> dict[str, Any]:
         return {
@@ -352,33 +394,8 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
             "gcode_strength": self.gcode_strength,
             "history": self.history,
             "meta_lr": self.meta_lr,
+            "difference_decay": self.difference_decay,
         }
-
-
-def _copy_nested(value: Any) -> Any:
-    """Deep copy of nested lists of numbers."""
-    return [_copy_nested(v) for v in value] if isinstance(value, list) else float(value)
-
-
-def _shift_gram(old: list[list[float]], new_row: list[float]) -> list[list[float]]:
-    """Lag-ordered Gram after one step: old entries move down one lag, row/column 0 is new."""
-    k1 = len(new_row)
-    gram = [[0.0] * k1 for _ in range(k1)]
-    for a in range(1, k1):
-        for b in range(1, k1):
-            gram[a][b] = old[a - 1][b - 1]
-    for m in range(k1):
-        gram[0][m] = gram[m][0] = new_row[m]
-    return gram
-
-
-def _apply_mix(grad: torch.Tensor, buf: torch.Tensor, mix: list[float], lag_slot: list[int]):
-    """``grad ← Σ_k mix_k g_{t−k}`` in place (``grad`` is ``g_t``; zero weights are skipped)."""
-    if mix[0] != 1.0:
-        grad.mul_(mix[0])
-    for k in range(1, len(mix)):
-        if mix[k] != 0.0:
-            grad.add_(buf[lag_slot[k]].view(grad.shape), alpha=mix[k])
 
 
 def create_gradient_correction_optimizer(
@@ -395,8 +412,17 @@ def create_gradient_correction_optimizer(
     nonfinite: str = "skip",
     **base_kwargs: Any,
 ) -> GradientCorrectionOptimizer:
-    """``GradientCorrectionOptimizer(base_optimizer(params, lr=lr, **base_kwargs), ...)``."""
+    """``GradientCorrectionOptimizer(base_optimizer(params, lr=lr, **base_kwargs), ...)``.
+
+    ``base_kwargs`` may also hold ``predictor_decay``, ``ridge`` and ``difference_decay``, which go
+    to :class:`GradientCorrectionOptimizer`.
+    """
     check_positive("lr", lr)
+    gc_options = {
+        key: base_kwargs.pop(key)
+        for key in ("predictor_decay", "ridge", "difference_decay")
+        if key in base_kwargs
+    }
     base = build_base_optimizer(
         params, base_optimizer, {"lr": lr, **base_kwargs}, "GradientCorrectionOptimizer"
     )
@@ -410,4 +436,5 @@ def create_gradient_correction_optimizer(
         meta_lr=meta_lr,
         device=device,
         nonfinite=nonfinite,
+        **gc_options,
     )

@@ -376,8 +376,8 @@ def test_nonfinite_gradient_skips_step() -> None:
     with pytest.warns(RuntimeWarning, match="non-finite"):
         opt.step()
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
-    base_state = opt.state_dict()["base"]["state"]
-    for key, value in state["base"]["state"].items():
+    base_state = opt.state_dict()["state"]
+    for key, value in state["state"].items():
         assert torch.equal(base_state[key]["exp_avg"], value["exp_avg"])
     assert torch.isfinite(opt.soft_targets).all()
 

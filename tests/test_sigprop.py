@@ -275,11 +275,11 @@ def test_plugin_builds_same_layer_sizes():
     from advanced_optimizers.bench.methods import get_method
     from advanced_optimizers.bench.models import ModelSpec
 
-    method = get_method("sigprop")
+    method = get_method("sigprop-adam")
     for spec in (ModelSpec("mlp", (1, 8, 8), 3, 16, 3), ModelSpec("cnn", (1, 8, 8), 3, 4, 2)):
         model = method.build_model(spec)
         backprop = spec.build()
         sizes = [p.shape for n, p in model.named_parameters() if not n.startswith("signal.")]
         assert sizes == [p.shape for p in backprop.parameters()]
     with pytest.raises(ValueError, match="loss must be one of"):
-        get_method("sigprop", loss="nope")
+        get_method("sigprop-adam", loss="nope")

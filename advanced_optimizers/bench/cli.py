@@ -392,8 +392,10 @@ def _add_methods(sub: argparse._SubParsersAction) -> None:
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import get_method, method_summaries
 
-    for name, summary in method_summaries().items():
-        print(f"{name:<14} lr={get_method(name).default_lr:<8g} {summary}")
+    summaries = method_summaries()
+    width = max(map(len, summaries))
+    for name, summary in summaries.items():
+        print(f"{name:<{width}}  lr={get_method(name).default_lr:<8g} {summary}")
     return 0
 
 

@@ -35,6 +35,7 @@ from .models import ModelSpec
 from .options import OptionSource, option_parameters, resolve_options
 
 __all__ = [
+    "AlgorithmMethod",
     "Batch",
     "EpochInfo",
     "Method",
@@ -43,6 +44,7 @@ __all__ = [
     "get_method",
     "method_summaries",
     "register",
+    "register_algorithm",
 ]
 
 
@@ -117,6 +119,22 @@ class Method:
         raise NotImplementedError
 
     # -- training -----------------------------------------------------------------------------
+    def train_mode(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called where the loop switches to training: before each epoch, right after
+        ``model.train()`` and before :meth:`start_epoch` (default: nothing).
+
+        For an optimizer whose weights to evaluate differ from those it takes gradients at
+        (schedule-free's ``optimizer.train()``), switch back to the training point here.
+        """
+
+    def eval_mode(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called after each epoch's :meth:`end_epoch`, before evaluation (default: nothing).
+
+        Switch in the weights to evaluate here (schedule-free's ``optimizer.eval()``). The
+        checkpoint is written after evaluation, so it holds this mode; a resumed run calls
+        :meth:`train_mode` before its next epoch just as an uninterrupted one does.
+        """
+
     def start_epoch(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, info: EpochInfo
     ) -> None:
@@ -178,13 +196,16 @@ def _load_plugins() -> None:
         return
     from . import plugins
 
-    for module in sorted(pkgutil.iter_modules(plugins.__path__), key=lambda m: m.name):
+    first = {"baselines": 0, "peers": 1}  # then the library's algorithms, by module name
+    for module in sorted(
+        pkgutil.iter_modules(plugins.__path__), key=lambda m: (first.get(m.name, 2), m.name)
+    ):
         importlib.import_module(f"{plugins.__name__}.{module.name}")
     _PLUGINS_LOADED = True
 
 
 def available_methods() -> list[str]:
-    """Names of all registered methods, in registration order (baselines first)."""
+    """Names of all registered methods: baselines, peers, then the library's algorithms."""
     _load_plugins()
     return list(_REGISTRY)
 
@@ -200,3 +221,63 @@ def get_method(name: str, **options: Any) -> Method:
     if name not in _REGISTRY:
         raise ValueError(f"method must be one of {', '.join(_REGISTRY)}; got {name!r}")
     return _REGISTRY[name](**options)
+
+
+class AlgorithmMethod(Method):
+    """A method for an optimizer of the library's registry (``advanced_optimizers.registry``).
+
+    Subclass it once per algorithm (``algorithm = "fer"``) and decorate with
+    :func:`register_algorithm`: one method is registered per registry name of that algorithm, so
+    the harness's method table and the library's ``list_optimizers()`` are one list. The optimizer
+    is ``create_optimizer(name, model, lr=..., weight_decay=..., [momentum=...], **options)``;
+    ``harness_supplied`` names the options the harness fills in from the run (:meth:`run_options`).
+    """
+
+    algorithm: ClassVar[str] = ""
+    entry: ClassVar[Any] = None
+    harness_supplied: ClassVar[frozenset[str]] = frozenset()
+
+    def run_options(self, setup: Setup) -> dict[str, Any]:
+        """Options the harness derives from the run (FER: the training-set size, the epochs)."""
+        return {}
+
+    def base_hyperparameters(self, setup: Setup) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"lr": setup.lr, "weight_decay": setup.weight_decay}
+        if self.entry.base == "sgd":
+            kwargs["momentum"] = setup.momentum
+        return kwargs
+
+    def build_optimizer(self, model: nn.Module, setup: Setup) -> torch.optim.Optimizer:
+        from ..registry import create_optimizer
+
+        return create_optimizer(
+            self.name,
+            model,
+            **self.base_hyperparameters(setup),
+            **self.run_options(setup),
+            **self.options,
+        )
+
+
+def register_algorithm(adapter: type[AlgorithmMethod]) -> type[AlgorithmMethod]:
+    """Register one method per registry name of ``adapter.algorithm`` (see :class:`AlgorithmMethod`)."""
+    from ..registry import get_entry, list_optimizers
+
+    names = list_optimizers(adapter.algorithm)
+    if not names:
+        raise ValueError(f"no optimizer of algorithm {adapter.algorithm!r} is registered")
+    for name in names:
+        entry = get_entry(name)
+        supplied = adapter.harness_supplied
+        sources = tuple((fn, names_ | supplied) for fn, names_ in entry.options)
+        namespace = {
+            "name": name,
+            "summary": entry.summary,
+            "default_lr": entry.default_lr,
+            "entry": entry,
+            "option_sources": sources + adapter.option_sources,
+            "__module__": adapter.__module__,
+            "__doc__": adapter.__doc__,
+        }
+        register(type(f"{adapter.__name__}[{name}]", (adapter,), namespace))
+    return adapter

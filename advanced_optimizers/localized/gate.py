@@ -60,8 +60,12 @@ class LossGate:
             value = value.to(torch.float64 if value.device.type != "mps" else torch.float32)
             if self.ema is None:
                 self.ema = value.clone()
-            else:
-                self.ema = self.ema.to(value.device) * self.beta + (1 - self.beta) * value
+            else:  # the average stays on the accelerator: a host float (or a CPU EMA) moves there
+                if self.ema.device.type == "cpu":
+                    self.ema = self.ema.to(value.device, value.dtype)
+                else:
+                    value = value.to(self.ema.device, self.ema.dtype)
+                self.ema = self.ema * self.beta + (1 - self.beta) * value
             self.epoch_losses_seen += 1
         self._pending = []
 

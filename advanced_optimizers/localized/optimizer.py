@@ -8,6 +8,7 @@ no code exists: the rule (:mod:`.rule`), the selection policies (:mod:`.selectio
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -190,7 +191,12 @@ class LocalizedOptimizer(WrappedOptimizer):
         return max(self.transition, min(self.cap, wished))
 
     def end_epoch(self, train_loss: float | None = None) -> dict[str, float]:
-        """Record the finished epoch, move ``T``; returns the numbers worth logging."""
+        """Record the finished epoch, move ``T``; returns the numbers worth logging.
+
+        Under ``torch.distributed`` every rank must call it; ``train_loss`` is averaged over the
+        ranks (a rank's own shard mean would give each rank another gate, and the weights drift).
+        """
+        train_loss = self._mean_over_ranks(train_loss)
         self.gate_rule.end_epoch(train_loss)
         self.epoch += 1
         updates = self._relative_updates()
@@ -213,6 +219,19 @@ class LocalizedOptimizer(WrappedOptimizer):
             "transition_update": updates[min(record["transition"], len(self.layers) - 1)],
         }
 
+    def _mean_over_ranks(self, train_loss: float | None) -> float | None:
+        """``train_loss`` averaged over the ranks (``None``/non-finite on any rank: ``None``)."""
+        if not is_distributed():
+            return train_loss
+        import torch.distributed as dist
+
+        value = math.nan if train_loss is None else float(train_loss)
+        device = self.layers[0][1].weight.device  # the collective's backend needs the model's
+        total = torch.tensor([value], dtype=torch.float64, device=device)
+        all_reduce_sum([total])
+        mean = total.item() / dist.get_world_size()
+        return mean if math.isfinite(mean) else None
+
     # -- weak supervision -----------------------------------------------------------------------
     def observe_loss(self, loss: float | torch.Tensor) -> None:
         """Feed this step's training loss to the weak-supervision gate (before ``step``)."""
@@ -230,9 +249,10 @@ class LocalizedOptimizer(WrappedOptimizer):
             return
         x = args[0]
         keep = max(1, math.ceil(self.hebbian_subsample * x.shape[0]))
-        with torch.no_grad():
+        dtype = module.weight.dtype  # the rule in the weight's precision, also under autocast
+        with torch.no_grad(), _autocast_off(x.device.type):
             numerator, energy = oja_subspace_terms(
-                module, x[:keep].detach(), output[:keep].detach()
+                module, x[:keep].detach().to(dtype), output[:keep].detach().to(dtype)
             )
         pending = self._pending.get(index)
         if pending is None:
@@ -369,6 +389,12 @@ class LocalizedOptimizer(WrappedOptimizer):
             "hebbian_lr": self.hebbian_lr,
             "layers": f"[{layers}]",
         }
+
+
+def _autocast_off(device_type: str) -> Any:
+    if device_type in ("cpu", "cuda", "mps", "xpu") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -46,7 +46,9 @@ def signal_similarity(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def _batch_class_logits(s_class: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``S_K + log n_k``: their logsumexp equals that of the B batch columns ``S_K[i, y_j]``."""
-    counts = torch.bincount(cols, minlength=s_class.shape[1]).to(s_class.dtype)
+    # bincount's output size depends on the data (a host sync on accelerators; no meta kernel)
+    counts = torch.zeros(s_class.shape[1], dtype=torch.long, device=cols.device)
+    counts = counts.index_add_(0, cols, torch.ones_like(cols)).to(s_class.dtype)
     return s_class + counts.log()  # log 0 = -inf drops classes absent from the batch
 
 

@@ -15,24 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...localized import LocalizedOptimizer
-from ..methods import Batch, EpochInfo, Method, Setup, register
+from ..methods import AlgorithmMethod, Batch, EpochInfo, register_algorithm
 
 
-@register
-class LocalizedSGD(Method):
-    name = "localized-sgd"
-    summary = "LoCal+SGD: Hebbian (Oja subspace) layers before a moving transition layer, SGD after"
-    default_lr = 0.05
-    option_sources = ((LocalizedOptimizer, frozenset({"model", "base"})),)
+@register_algorithm
+class LocalizedMethod(AlgorithmMethod):
+    """LoCal: every batch's loss feeds the gate; the epoch hook moves the transition layer."""
 
-    def build_optimizer(self, model: nn.Module, setup: Setup) -> LocalizedOptimizer:
-        base = torch.optim.SGD(
-            model.parameters(),
-            lr=setup.lr,
-            momentum=setup.momentum,
-            weight_decay=setup.weight_decay,
-        )
-        return LocalizedOptimizer(model, base, **self.options)
+    algorithm = "localized"
 
     def batch_loss(
         self, model: nn.Module, optimizer: LocalizedOptimizer, batch: Batch, info: EpochInfo

@@ -1,4 +1,4 @@
-"""Harness method ``sigprop``: Signal Propagation (forward-only local learning, no backprop across layers).
+"""Harness method ``sigprop-adam``: Signal Propagation (forward-only local learning, no backprop across layers).
 
 The model has the same layers as the harness's backprop model for the same ``ModelSpec`` (MLP:
 ``[Linear(width) → ReLU] x depth → Linear``; CNN: the VGG blocks with every conv a local block, then the
@@ -23,34 +23,29 @@ import torch
 from torch import nn
 
 from ..._distributed import all_reduce_sum
-from ...sigprop import SigPropCNN, SigPropNet, create_sigprop_optimizer
+from ...sigprop import SigPropCNN, SigPropNet
 from ..distributed import unshard, world_size
-from ..methods import Batch, EpochInfo, Method, Setup, register
+from ..methods import AlgorithmMethod, Batch, EpochInfo, Setup, register_algorithm
 from ..models import ModelSpec
+
+_MODEL_SUPPLIED = frozenset({"input_dim", "hidden_dims", "output_dim", "bias"})
+_MODEL_OPTIONS = ("loss", "topk", "activation", "layerwise_backward")
 
 
 def _harness_options(signal_lr: float | None = None) -> None:
     """``signal_lr``: the signal projection's learning rate (``None``: 0.1 × the run's lr)."""
 
 
-_MODEL_SUPPLIED = frozenset({"input_dim", "hidden_dims", "output_dim", "bias"})
-_OPTIMIZER_SUPPLIED = frozenset({"model", "lr", "signal_lr", "weight_decay"})
+@register_algorithm
+class SigPropMethod(AlgorithmMethod):
+    """SigProp: its own network (the harness model's layers plus the signal projection)."""
 
-
-@register
-class SigProp(Method):
-    name = "sigprop"
-    summary = "Signal Propagation: label signal sent forward, layer-local losses (no backprop)"
-    default_lr = 1e-3
-    option_sources = (
-        (SigPropNet, _MODEL_SUPPLIED),
-        (_harness_options, frozenset()),
-        (create_sigprop_optimizer, _OPTIMIZER_SUPPLIED),
-    )
-    _model_options = ("loss", "topk", "activation", "layerwise_backward")
+    algorithm = "sigprop"
+    harness_supplied = frozenset({"signal_lr"})
+    option_sources = ((SigPropNet, _MODEL_SUPPLIED), (_harness_options, frozenset()))
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
-        options = {k: self.options[k] for k in self._model_options}
+        options = {k: self.options[k] for k in _MODEL_OPTIONS}
         if spec.arch == "mlp":
             if spec.depth < 1:
                 raise ValueError("sigprop needs an mlp with depth >= 1 (a hidden layer to train)")
@@ -61,15 +56,15 @@ class SigProp(Method):
         return SigPropCNN(spec.input_shape, channels, spec.num_classes, fc_dims=(128,), **options)
 
     def build_optimizer(self, model: nn.Module, setup: Setup) -> torch.optim.Optimizer:
+        from ...registry import create_optimizer
+
         signal_lr = self.options["signal_lr"]
-        rest = {
-            k: v for k, v in self.options.items() if k not in (*self._model_options, "signal_lr")
-        }
-        return create_sigprop_optimizer(
+        rest = {k: v for k, v in self.options.items() if k not in (*_MODEL_OPTIONS, "signal_lr")}
+        return create_optimizer(
+            self.name,
             model,
-            lr=setup.lr,
+            **self.base_hyperparameters(setup),
             signal_lr=0.1 * setup.lr if signal_lr is None else signal_lr,
-            weight_decay=setup.weight_decay,
             **rest,
         )
 
