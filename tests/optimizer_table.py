@@ -274,9 +274,9 @@ def _mup_entry(optimizer: str, **hyper: Any) -> Entry:
         options = {"base_hyperparams": hyper, "optimizer": optimizer} | kw
         return create_mu_transfer_optimizer(model, {"width": 4}, {"width": 8}, **options)
 
-    def build(dtype):
+    def build(dtype):  # the guard is opt-in for μP (its default is torch's "ignore")
         model = tiny_mlp(dtype)
-        return model, make(model)
+        return model, make(model, nonfinite="skip")
 
     return Entry(
         f"mup-{optimizer}",

@@ -129,7 +129,7 @@ def test_roles_from_base_model_and_from_config_agree():
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [  # lr factor per parameter for m = 4 (module docstring's table)
+    [  # lr factor per parameter for m = 4 (the table in mup_factors' docstring)
         (
             "adamw",
             {
@@ -377,19 +377,22 @@ def test_depth_transfer_multipliers_and_lr_factors(alpha, kind):
     assert "multiplier" in str(list(model.state_dict()))
 
 
-def test_depth_change_without_residual_branches_is_refused():
-    with pytest.raises(ValueError, match="DepthScaledResidual"):
-        create_mu_transfer_optimizer(
+def test_depth_change_without_residual_branches_warns_and_transfers_width_only():
+    with pytest.warns(UserWarning, match="DepthScaledResidual"):
+        warned = create_mu_transfer_optimizer(
             mlp(64), {"width": 16, "depth": 4}, {"width": 64, "depth": 12}, {"lr": 0.1}
         )
-    opt = create_mu_transfer_optimizer(
-        mlp(64),
-        {"width": 16, "depth": 4},
-        {"width": 64, "depth": 12},
-        {"lr": 0.1},
-        depth_alpha=None,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt = create_mu_transfer_optimizer(
+            mlp(64),
+            {"width": 16, "depth": 4},
+            {"width": 64, "depth": 12},
+            {"lr": 0.1},
+            depth_alpha=None,
+        )
     assert isinstance(opt, MuPAdamW)
+    assert [g["lr"] for g in warned.param_groups] == [g["lr"] for g in opt.param_groups]
 
 
 # ------------------------------------------------------------------ checkpoints and wrappers
@@ -508,6 +511,7 @@ def test_coupled_adam_weight_decay_is_refused_unless_asked_for():
 
 def test_nonfinite_gradient_skips_the_step_without_touching_state():
     model, opt = make()
+    opt.guard.policy = "skip"  # opt-in: μP's default is torch's ("ignore")
     train(model, opt, 2)
     before_params = copy.deepcopy(model.state_dict())
     before_state = copy.deepcopy(opt.state_dict())
@@ -570,7 +574,8 @@ def test_optimizer_contract():
     assert isinstance(opt.step(closure), torch.Tensor)
     assert "MuPAdamW" in repr(opt)
     clone = copy.deepcopy(opt)
-    assert clone.defaults["mup_nonfinite"] == "skip" and type(clone) is MuPAdamW
+    assert type(clone) is MuPAdamW
+    assert clone.guard.policy == "ignore" and clone.lr_ratio_check == "warn"
     extra = nn.Parameter(torch.zeros(3))
     opt.add_param_group({"params": [extra]})
     frozen = model[1].weight

@@ -36,7 +36,8 @@ class _DeferredGradients(torch.autograd.Function):
                 "SigProp's layer-local gradients were already used by an earlier backward(); "
                 "compute the training loss again for another backward"
             )
-        scaled = [None if g is None else g * incoming.to(g.dtype) for g in grads]
+        # in place: the stored gradients are ours, so scaling them allocates nothing
+        scaled = [None if g is None else g.mul_(incoming.to(g.dtype)) for g in grads]
         return (None, None, *scaled)
 
 

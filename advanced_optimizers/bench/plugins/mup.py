@@ -1,18 +1,16 @@
-"""μP in the harness: method ``mup-adam`` (Adam under μP, relative to a base width).
+"""μP in the harness: methods ``mup-adam``, ``mup-adamw``, ``mup-sgd`` (relative to a base width).
 
 The harness model (MLP or CNN) is built as usual, then its init is rescaled to μP relative to the
 same architecture at ``base_width`` (base and a ``base_width + 1`` delta are built on the ``meta``
 device; the dims where they differ are the wide ones, as with mup's delta model, so classification
 cannot be fooled by a dimension that happens to be a multiple of the width, and the roles are known
-even at ``width == base_width``, where ``readout_zero_init`` then still applies).
-The optimizer is :class:`advanced_optimizers.mup.MuPAdam` (``torch.optim.Adam`` with
-μP param groups), with the harness's lr and weight decay taken as the base-width hyperparameters.
-At ``width == base_width`` every factor is 1, so the run is identical to the ``adam`` baseline.
-
-Coupled weight decay: the ``adam`` baseline is ``torch.optim.Adam(weight_decay=...)`` (L2), so to stay
-comparable ``mup-adam`` keeps that form (``allow_coupled_weight_decay=True``); with ``decoupled=True``
-it uses AdamW instead. The residual-depth part of μP does not apply (the harness models have no
-residual branches), so only width is transferred.
+even at ``width == base_width``, where ``readout_zero_init`` then still applies). The optimizer is
+the registry's μP optimizer with the harness's lr and weight decay taken as the base-width
+hyperparameters; at ``width == base_width`` every factor is 1, so ``mup-adam`` is then identical to
+the ``adam`` baseline. ``mup-adam`` keeps the baseline's coupled (L2) weight decay to stay comparable
+with it (``allow_coupled_weight_decay``); ``mup-adamw`` is decoupled. The residual-depth part of μP
+does not apply (the harness models have no residual branches), so only width is transferred.
+Options: ``base_width`` and the keyword parameters of ``create_mu_transfer_optimizer``.
 """
 
 from __future__ import annotations
@@ -23,58 +21,73 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._validation import check_int
-from ...mup import (
-    apply_mup_init,
-    classify_parameters,
-    create_mu_transfer_optimizer,
-)
-from ..methods import Method, Setup, register
+from ...mup import apply_mup_init, classify_parameters
+from ..methods import AlgorithmMethod, Setup, register_algorithm
 from ..models import ModelSpec
 
+_SUPPLIED = frozenset(
+    {
+        "base_model_config",
+        "target_model_config",
+        "base_model",
+        "delta_model",
+        "rescale_init",
+        "allow_coupled_weight_decay",
+        "parametrization",
+    }
+)
 
-def _base_shapes(spec: ModelSpec, base_width: int) -> dict[str, tuple[int, ...]]:
+
+def _harness_options(base_width: int = 64) -> None:
+    """``base_width``: the width of the proxy the hyperparameters are meant for."""
+
+
+def _shapes(spec: ModelSpec, width: int) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        base = replace(spec, width=base_width).build()
-    return {name: tuple(p.shape) for name, p in base.named_parameters()}
+        model = replace(spec, width=width).build()
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
 
 
-@register
-class MuPAdamMethod(Method):
-    name = "mup-adam"
-    summary = "Adam under muP (width multiplier width/base_width; = adam at base width)"
-    default_lr = 1e-3
+@register_algorithm
+class MuPMethod(AlgorithmMethod):
+    """μP: the init is rescaled when the model is built, the learning rates per parameter group."""
 
-    def __init__(
-        self, base_width: int = 64, readout_zero_init: bool = False, decoupled: bool = False
-    ) -> None:
-        check_int("base_width", base_width, 1)
-        self.options: dict[str, Any] = {
-            "base_width": base_width,
-            "readout_zero_init": bool(readout_zero_init),
-            "decoupled": bool(decoupled),
-        }
-        self._base: dict[str, tuple[int, ...]] | None = None
-        self._delta: dict[str, tuple[int, ...]] | None = None
+    algorithm = "mup"
+    harness_supplied = _SUPPLIED
+    option_sources = ((_harness_options, frozenset()),)
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
         model = spec.build()
-        self._base = _base_shapes(spec, self.options["base_width"])
-        self._delta = _base_shapes(spec, self.options["base_width"] + 1)
-        infos = classify_parameters(model, self._base, delta_model=self._delta)
+        base, delta = self._base_shapes(spec)
+        infos = classify_parameters(model, base, delta_model=delta)
         apply_mup_init(model, infos, readout_zero_init=self.options["readout_zero_init"])
+        self._spec = spec
         return model
 
+    def _base_shapes(self, spec: ModelSpec) -> tuple[dict, dict]:
+        width = self.options["base_width"]
+        return _shapes(spec, width), _shapes(spec, width + 1)
+
+    def run_options(self, setup: Setup) -> dict[str, Any]:
+        spec = getattr(self, "_spec", None)
+        if spec is None:
+            raise RuntimeError(f"{self.name}: build_model must be called before build_optimizer")
+        base, delta = self._base_shapes(spec)
+        return {
+            "base_model": base,
+            "delta_model": delta,
+            "rescale_init": False,  # done in build_model
+            "allow_coupled_weight_decay": True,
+        }
+
     def build_optimizer(self, model: nn.Module, setup: Setup) -> torch.optim.Optimizer:
-        if self._base is None:
-            raise RuntimeError("mup-adam: build_model must be called before build_optimizer")
-        return create_mu_transfer_optimizer(
+        from ...registry import create_optimizer
+
+        options = {k: v for k, v in self.options.items() if k != "base_width"}
+        return create_optimizer(
+            self.name,
             model,
-            base_model=self._base,
-            delta_model=self._delta,
-            base_hyperparams={"lr": setup.lr, "weight_decay": setup.weight_decay},
-            optimizer="adamw" if self.options["decoupled"] else "adam",
-            allow_coupled_weight_decay=True,
-            rescale_init=False,  # done in build_model
-            readout_zero_init=self.options["readout_zero_init"],
+            **self.base_hyperparameters(setup),
+            **self.run_options(setup),
+            **options,
         )
