@@ -7,20 +7,24 @@ as means with 95% t-intervals over seeds and paired t-tests FER − base:
 
 * final test accuracy, WFS (test samples wrong at the last epoch but correct at an earlier one),
   RFE = WFS / errors, from ``advanced_optimizers.bench.metrics.flip_metrics``;
-* time ratio = FER's training seconds per epoch / the base's, per seed, measured in the same run.
-  Seconds per epoch = the median over epochs 2..E of a run (epoch 1 is FER's cheaper warm-up; the
-  median resists the load spikes of a shared machine).
+* time ratio = FER's training seconds per epoch / the base's, per seed, measured in the same run;
+  summarised by the geometric mean over seeds with a 95% t-interval of the log-ratios
+  (``_common.ratio_ci``). Seconds per epoch = the median over epochs 2..E of a run (epoch 1 is FER's
+  cheaper warm-up; the median resists the load spikes of a shared machine).
 
 Goals (issue 3): time ratio <= 1.05; WFS reduced by >= 20% (mean WFS of FER <= 0.8 x the base's) with
-accuracy not worse (mean difference >= 0, or not significantly lower: paired p >= 0.05). Missed goals
-are printed as MISSED with the numbers and the script exits with status 1.
+accuracy not worse (mean difference >= 0, or not significantly lower: paired p >= 0.05). Every goal is printed
+as a MET/MISSED line and written to ``results/benchmarks/fer.goals.json``; exit status 1 if one is
+missed (``--no-fail``: 0).
 
 ``--ablation``: the seed parameters' mapping against the official defaults on the MLP (FER-Adam):
 official (τ = 0, γ = 0.1), seed default (τ = 0.9, γ = fer_weight = 0.1), and γ = 0.3; each compared
 with the official configuration by a paired test on accuracy and WFS. ``memory_size`` needs no
 ablation run: a store larger than the dataset gives bit-identical training (``tests/test_fer.py``).
+Its goal goes to ``fer_ablation.goals.json``.
 
-Usage: ``python benchmarks/fer.py [--seeds 5] [--epochs 8] [--quick] [--ablation]``.
+Usage: ``python benchmarks/fer.py [--seeds 5] [--epochs 8] [--quick] [--ablation]``; smoke:
+``--smoke --no-fail`` (tiny subsets, 2 seeds, 3 epochs; with or without ``--ablation``).
 """
 
 from __future__ import annotations
@@ -31,15 +35,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import _common
 import torch
 
 from advanced_optimizers.bench.data import load_dataset
 from advanced_optimizers.bench.metrics import flip_metrics
-from advanced_optimizers.bench.stats import mean_ci, paired_test
+from advanced_optimizers.bench.stats import paired_test
 from advanced_optimizers.bench.train import RunConfig, train_run
 
 TIME_RATIO_GOAL = 1.05
 WFS_REDUCTION_GOAL = 0.20
+# (n_train, n_test) of the MLP and CNN settings
+SIZES = {"full": ((10000, 10000), (10000, 10000)), "quick": ((2000, 1000), (1000, 500))}
+SIZES["smoke"] = ((512, 256), (256, 128))
+ABLATION_SIZES = {"full": (10000, 10000), "quick": (2000, 1000), "smoke": (512, 256)}
 
 
 @dataclass
@@ -51,6 +60,13 @@ class Setting:
     n_test: int
     epochs: int
     fer_options: dict = field(default_factory=dict)
+
+    @property
+    def workload(self) -> str:
+        return (
+            f"MNIST {self.arch.upper()}, {self.base} vs {self.fer}, n_train={self.n_train}, "
+            f"n_test={self.n_test}, {self.epochs} epochs, batch 128"
+        )
 
 
 @dataclass
@@ -82,35 +98,29 @@ def run_one(method: str, setting: Setting, seed: int, dataset, options: dict) ->
 
 
 def run_pair(setting: Setting, seeds: list[int], dataset) -> tuple[list[Outcome], list[Outcome]]:
-    """Base and FER for every seed, alternating which goes first."""
-    base, fer = [], []
-    for k, seed in enumerate(seeds):
-        order = [("base", setting.base, {}), ("fer", setting.fer, setting.fer_options)]
-        if k % 2:
-            order.reverse()
-        got = {}
-        for tag, method, options in order:
-            got[tag] = run_one(method, setting, seed, dataset, options)
-        base.append(got["base"])
-        fer.append(got["fer"])
+    """Base and FER for every seed, alternating which goes first (``_common.interleave``)."""
+
+    def base(k: int) -> Outcome:
+        return run_one(setting.base, setting, seeds[k], dataset, {})
+
+    def fer(k: int) -> Outcome:
+        return run_one(setting.fer, setting, seeds[k], dataset, setting.fer_options)
+
+    got = _common.interleave({"base": base, "fer": fer}, len(seeds))
+    for seed, b, f in zip(seeds, got["base"], got["fer"], strict=True):
         print(
-            f"  seed {seed}: {setting.base} acc {got['base'].acc:.4f} WFS {got['base'].wfs:3d} | "
-            f"{setting.fer} acc {got['fer'].acc:.4f} WFS {got['fer'].wfs:3d} | time ratio "
-            f"{got['fer'].sec_per_epoch / got['base'].sec_per_epoch:.3f}",
+            f"  seed {seed}: {setting.base} acc {b.acc:.4f} WFS {b.wfs:3d} | "
+            f"{setting.fer} acc {f.acc:.4f} WFS {f.wfs:3d} | time ratio "
+            f"{f.sec_per_epoch / b.sec_per_epoch:.3f}",
             flush=True,
         )
-    return base, fer
+    return got["base"], got["fer"]
 
 
-def ci_text(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    s = mean_ci([v * scale for v in values])
-    if len(values) < 2:
-        return f"{s['mean']:.{digits}f}"
-    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
-
-
-def report(setting: Setting, base: list[Outcome], fer: list[Outcome]) -> list[tuple[str, bool]]:
-    """Print the table of one setting and return its goals as (description, met)."""
+def report(
+    setting: Setting, base: list[Outcome], fer: list[Outcome], goals: _common.GoalReport
+) -> None:
+    """Print the table of one setting and record its goals."""
     metrics = {
         "test acc (%)": ([o.acc for o in base], [o.acc for o in fer], 100.0),
         "WFS": ([o.wfs for o in base], [o.wfs for o in fer], 1.0),
@@ -123,11 +133,11 @@ def report(setting: Setting, base: list[Outcome], fer: list[Outcome]) -> list[tu
     for name, (a, b, scale) in metrics.items():
         test = paired_test([v * scale for v in b], [v * scale for v in a])
         print(
-            f"  {name:<13}{ci_text(a, scale):<28}{ci_text(b, scale):<28}"
+            f"  {name:<13}{_common.ci_text(a, scale):<28}{_common.ci_text(b, scale):<28}"
             f"{test['mean_diff']:>+9.2f}{test['p_value']:>8.3f}"
         )
-    ratios = [f.sec_per_epoch / b.sec_per_epoch for f, b in zip(fer, base, strict=True)]
-    print(f"  time ratio FER/base per epoch: {ci_text(ratios, digits=3)}")
+    ratio = _common.ratio_ci([o.sec_per_epoch for o in fer], [o.sec_per_epoch for o in base])
+    print(f"  time ratio FER/base per epoch (geometric mean [95% CI]): {ratio.text()}")
     flips_b = [statistics.mean(col) for col in zip(*[o.flips for o in base], strict=True)]
     flips_f = [statistics.mean(col) for col in zip(*[o.flips for o in fer], strict=True)]
     print(f"  correct->wrong flips per epoch (t>=2), base: {[round(v, 1) for v in flips_b]}")
@@ -136,28 +146,46 @@ def report(setting: Setting, base: list[Outcome], fer: list[Outcome]) -> list[tu
     wfs_b = statistics.mean(o.wfs for o in base)
     wfs_f = statistics.mean(o.wfs for o in fer)
     reduction = 1 - wfs_f / wfs_b if wfs_b else 0.0
-    acc_test = paired_test([o.acc for o in fer], [o.acc for o in base])
-    acc_ok = acc_test["mean_diff"] >= 0 or not acc_test["p_value"] < 0.05
-    ratio = statistics.mean(ratios)
+    acc = _common.paired_diff([o.acc for o in fer], [o.acc for o in base])
+    acc_ok = acc["mean_diff"] >= 0 or not acc["p_value"] < 0.05
     tag = f"{setting.arch}/{setting.fer}"
-    return [
-        (f"{tag}: time ratio {ratio:.3f} <= {TIME_RATIO_GOAL}", ratio <= TIME_RATIO_GOAL),
-        (
-            f"{tag}: WFS reduced by {100 * reduction:.1f}% (>= {100 * WFS_REDUCTION_GOAL:.0f}%: "
-            f"{wfs_b:.1f} -> {wfs_f:.1f})",
-            reduction >= WFS_REDUCTION_GOAL,
-        ),
-        (
-            f"{tag}: accuracy not worse (diff {100 * acc_test['mean_diff']:+.2f} pp, "
-            f"p={acc_test['p_value']:.3f})",
-            acc_ok,
-        ),
-    ]
+    goals.add(
+        setting.workload,
+        f"{tag}: time ratio {ratio.ratio:.3f} <= {TIME_RATIO_GOAL}",
+        ratio.ratio,
+        TIME_RATIO_GOAL,
+        "<=",
+        ratio=ratio.as_dict(),
+    )
+    goals.add(
+        setting.workload,
+        f"{tag}: WFS reduced by {100 * reduction:.1f}% (>= {100 * WFS_REDUCTION_GOAL:.0f}%: "
+        f"{wfs_b:.1f} -> {wfs_f:.1f})",
+        reduction,
+        WFS_REDUCTION_GOAL,
+        ">=",
+        wfs_base=[o.wfs for o in base],
+        wfs_fer=[o.wfs for o in fer],
+    )
+    goals.add(
+        setting.workload,
+        f"{tag}: accuracy not worse (diff {100 * acc['mean_diff']:+.2f} pp, "
+        f"p={acc['p_value']:.3f})",
+        acc["mean_diff"],
+        0.0,
+        "custom",
+        met=acc_ok,
+        rule="mean difference FER - base >= 0, or paired t-test p >= 0.05",
+        acc_base=[o.acc for o in base],
+        acc_fer=[o.acc for o in fer],
+        paired=acc,
+    )
 
 
 def ablation(args, seeds: list[int]) -> int:
-    n_train, n_test = (2000, 1000) if args.quick else (10000, 10000)
-    data = load_dataset("mnist").subset(n_train, n_test)
+    n_train, n_test = ABLATION_SIZES[_common.run_kind(args)]
+    goals = _common.report_from_args("fer_ablation", args)
+    data = load_dataset("mnist", progress=False).subset(n_train, n_test)
     setting = Setting("mlp", "adam", "fer-adam", n_train, n_test, args.epochs)
     configs = {
         "official (tau=0, gamma=0.1)": {"consistency_threshold": 0.0, "fer_weight": 0.1},
@@ -168,46 +196,55 @@ def ablation(args, seeds: list[int]) -> int:
         f"FER ablation: MNIST MLP, n_train={n_train}, n_test={n_test}, epochs={args.epochs}, "
         f"seeds={seeds}, base Adam lr=1e-3"
     )
-    results = {name: [] for name in configs}
-    for seed in seeds:
-        for name, options in configs.items():
-            results[name].append(run_one("fer-adam", setting, seed, data, options))
-        print(f"  seed {seed} done", flush=True)
+    runs = {
+        name: (lambda k, options=options: run_one("fer-adam", setting, seeds[k], data, options))
+        for name, options in configs.items()
+    }
+    results = _common.interleave(runs, len(seeds))
     official = results[next(iter(configs))]
     print(
         f"\n  {'config':<36}{'acc (%) [95% CI]':<26}{'WFS [95% CI]':<24}{'p(acc)':>8}{'p(WFS)':>8}"
     )
-    missed, verdict = False, ""
     for name, outs in results.items():
-        pa = paired_test([o.acc for o in outs], [o.acc for o in official])
-        pw = paired_test([o.wfs for o in outs], [o.wfs for o in official])
+        pa = _common.paired_diff([o.acc for o in outs], [o.acc for o in official])
+        pw = _common.paired_diff([o.wfs for o in outs], [o.wfs for o in official])
         print(
-            f"  {name:<36}{ci_text([o.acc for o in outs], 100):<26}"
-            f"{ci_text([o.wfs for o in outs], 1, 1):<24}{pa['p_value']:>8.3f}{pw['p_value']:>8.3f}"
+            f"  {name:<36}{_common.ci_text([o.acc for o in outs], 100):<26}"
+            f"{_common.ci_text([o.wfs for o in outs], 1, 1):<24}"
+            f"{pa['p_value']:>8.3f}{pw['p_value']:>8.3f}"
         )
         if name.startswith("seed default"):
             worse = (pa["mean_diff"] < 0 and pa["p_value"] < 0.05) or (
                 pw["mean_diff"] > 0 and pw["p_value"] < 0.05
             )
-            missed = worse
-            verdict = (
-                f"\n  goal: seed-default mapping not significantly worse than official "
-                f"(acc diff {100 * pa['mean_diff']:+.2f} pp, WFS diff {pw['mean_diff']:+.1f}): "
-                f"{'MISSED' if worse else 'met'}"
+            goals.add(
+                setting.workload.replace("adam vs fer-adam", "FER-Adam seed default vs official"),
+                f"ablation: seed-default mapping not significantly worse than official "
+                f"(acc diff {100 * pa['mean_diff']:+.2f} pp, WFS diff {pw['mean_diff']:+.1f})",
+                None,
+                None,
+                "custom",
+                met=not worse,
+                rule="not (accuracy lower with p < 0.05 or WFS higher with p < 0.05)",
+                accuracy=pa,
+                wfs=pw,
             )
-    print(verdict)
-    return 1 if missed else 0
+    return goals.finish()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (>= 5 for goals)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per run (MLP and CNN)")
-    parser.add_argument("--quick", action="store_true", help="small smoke run (2 seeds, 3 epochs)")
+    parser.add_argument("--quick", action="store_true", help="small run (2 seeds, 3 epochs)")
     parser.add_argument("--ablation", action="store_true", help="seed-parameter ablation only")
-    args = parser.parse_args()
+    _common.add_arguments(parser)
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.quick:
+    kind = _common.run_kind(args)
+    if kind == "smoke":
+        args.seeds, args.epochs = 2, 3
+    elif kind == "quick":
         args.seeds, args.epochs = min(args.seeds, 2), min(args.epochs, 3)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
@@ -216,11 +253,9 @@ def main() -> int:
         print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
         return status
 
-    mnist = load_dataset("mnist")
-    if args.quick:
-        mlp_sizes, cnn_sizes = (2000, 1000), (1000, 500)
-    else:
-        mlp_sizes, cnn_sizes = (10000, 10000), (10000, 10000)
+    goals = _common.report_from_args("fer", args)
+    mnist = load_dataset("mnist", progress=False)
+    mlp_sizes, cnn_sizes = SIZES[kind]
     settings = [
         Setting("mlp", "adam", "fer-adam", *mlp_sizes, args.epochs),
         Setting("mlp", "sgd", "fer-sgd", *mlp_sizes, args.epochs),
@@ -232,20 +267,16 @@ def main() -> int:
             f"  {s.arch}: {s.base} vs {s.fer}, n_train={s.n_train}, n_test={s.n_test}, "
             f"epochs={s.epochs}, FER defaults (gamma=0.1, tau=0.9, T=5, mu=1, warm-up 1)"
         )
-    goals: list[tuple[str, bool]] = []
     for setting in settings:
         data = mnist.subset(setting.n_train, setting.n_test)
         print(f"\n{setting.arch} {setting.base} vs {setting.fer}:", flush=True)
         base, fer = run_pair(setting, seeds, data)
-        goals += report(setting, base, fer)
+        report(setting, base, fer, goals)
 
-    print("\nGoals (issue 3):")
-    for text, met in goals:
-        print(f"  {'met   ' if met else 'MISSED'} {text}")
     if len(seeds) < 5:
-        print("  note: fewer than 5 seeds (--quick or --seeds): goals are indicative only")
+        print("\nnote: fewer than 5 seeds (--quick, --smoke or --seeds): goals are indicative only")
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
-    return 0 if all(met for _, met in goals) else 1
+    return goals.finish()
 
 
 if __name__ == "__main__":

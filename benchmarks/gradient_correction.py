@@ -12,13 +12,17 @@ load hits both alike. Per seed and architecture:
   (same seed; each run lasts tens of seconds, so a burst of background load on the shared machine
   can hit one run of a pair); (b) **interleaved step timing**: the harness's model and both
   optimizers (built through the methods) take alternating blocks of ``BLOCK`` steps on the same
-  batches, ``ROUNDS`` times, and the ratio of the median block times is reported. (b) is the goal's
-  figure: it measures the same quantity with load affecting both alike.
+  batches, ``ROUNDS`` times after one warm-up round (``_common.paired_timing``); the figure is the
+  geometric mean of the per-round ratios GC / baseline, with a 95% t-interval of the log-ratios.
+  (b) is the goal's figure: it measures the same quantity with load affecting both alike.
 
 Goals (issue 4): mean epochs-to-target ratio <= 0.80 (the withdrawn paper's "about 20% fewer epochs")
-and step-time ratio <= 1.25, for each architecture. Exit code 1 when a goal is missed.
+and step-time ratio <= 1.25, for each architecture; printed as MET/MISSED lines and written to
+``results/benchmarks/gradient_correction.goals.json``. Exit code 1 when a goal is missed
+(``--no-fail``: 0).
 
-Run: ``python benchmarks/gradient_correction.py [--seeds 5] [--epochs 6] [--quick]``
+Run: ``python benchmarks/gradient_correction.py [--seeds 5] [--epochs 6] [--quick]``; smoke:
+``--smoke --no-fail`` (tiny subsets, 2 seeds, 2 epochs, 2 timing rounds).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import statistics
 import sys
 import time
 
+import _common
 import torch
 import torch.nn.functional as F
 
 from advanced_optimizers.bench.data import load_dataset
 from advanced_optimizers.bench.methods import Setup, get_method
 from advanced_optimizers.bench.models import ModelSpec
-from advanced_optimizers.bench.stats import mean_ci, paired_test, time_to_target
+from advanced_optimizers.bench.stats import time_to_target
 from advanced_optimizers.bench.train import RunConfig, train_run
 
 BLOCK, ROUNDS = 10, 15
@@ -44,20 +49,27 @@ TIME_GOAL = 1.25
 # (arch, n_train, n_test, epochs scale): the CNN is ~10x costlier per sample on CPU.
 SIZES = {"mlp": (20000, 2000, 1.0), "cnn": (5000, 2000, 2 / 3)}
 QUICK_SIZES = {"mlp": (2000, 500, 1.0), "cnn": (1000, 500, 1.0)}
+SMOKE_SIZES = {"mlp": (512, 256, 1.0), "cnn": (256, 128, 1.0)}
 
 
-def run_pair(dataset, arch: str, epochs: int, seed: int, options: dict) -> dict:
-    """Baseline and GC for one seed (order alternating with the seed)."""
-    configs = {
-        "base": RunConfig("adam", arch=arch, epochs=epochs, seed=seed),
-        "gc": RunConfig("gc-adam", options=options, arch=arch, epochs=epochs, seed=seed),
-    }
-    order = ["base", "gc"] if seed % 2 == 0 else ["gc", "base"]
-    return {name: train_run(configs[name], dataset) for name in order}
+def run_pairs(dataset, arch: str, epochs: int, seeds: int, options: dict) -> list[dict]:
+    """Baseline and GC for every seed, the order alternating from seed to seed."""
+
+    def runner(method: str, opts: dict):
+        def run(seed: int):
+            config = RunConfig(method, options=opts, arch=arch, epochs=epochs, seed=seed)
+            return train_run(config, dataset)
+
+        return run
+
+    got = _common.interleave({"base": runner("adam", {}), "gc": runner("gc-adam", options)}, seeds)
+    return [{"base": b, "gc": g} for b, g in zip(got["base"], got["gc"], strict=True)]
 
 
-def interleaved_step_ratio(dataset, arch: str, options: dict, rounds: int = ROUNDS) -> float:
-    """Median GC block time / median baseline block time, blocks alternating (see docstring)."""
+def interleaved_step_ratio(
+    dataset, arch: str, options: dict, rounds: int = ROUNDS
+) -> _common.PairedTiming:
+    """GC / baseline block times, blocks alternating after a warm-up round (see docstring)."""
     batches = list(dataset.train_batches(128, seed=0, epoch=1))[:BLOCK]
     spec = ModelSpec(arch, dataset.input_shape, dataset.num_classes)
     setup = Setup(lr=1e-3, epochs=1, steps_per_epoch=BLOCK, n_train=dataset.n_train, num_classes=10)
@@ -75,14 +87,10 @@ def interleaved_step_ratio(dataset, arch: str, options: dict, rounds: int = ROUN
             optimizer.step()
         return time.perf_counter() - start
 
-    times = {"base": [], "gc": []}
-    for r in range(rounds + 1):
-        order = ["base", "gc"] if r % 2 == 0 else ["gc", "base"]
-        for key in order:
-            elapsed = block(*runners[key])
-            if r > 0:  # round 0 warms up (and fills GC's history)
-                times[key].append(elapsed)
-    return statistics.median(times["gc"]) / statistics.median(times["base"])
+    # round 0 warms up (and fills GC's history)
+    return _common.paired_timing(
+        lambda _k: block(*runners["gc"]), lambda _k: block(*runners["base"]), rounds, warmup=1
+    )
 
 
 def summarise(arch: str, results: list[dict], epochs: int) -> dict:
@@ -116,8 +124,7 @@ def summarise(arch: str, results: list[dict], epochs: int) -> dict:
         )
     print("\n".join(rows))
     finite = [r for r in ratios if math.isfinite(r)]
-    base_ci, gc_ci = mean_ci(acc["base"]), mean_ci(acc["gc"])
-    test = paired_test(acc["gc"], acc["base"])
+    test = _common.paired_diff(acc["gc"], acc["base"])
     mean_ratio = statistics.fmean(ratios) if len(finite) == len(ratios) else math.inf
     finite_sec = [r for r in sec_ratios if math.isfinite(r)]
     mean_sec = statistics.fmean(sec_ratios) if len(finite_sec) == len(sec_ratios) else math.inf
@@ -133,32 +140,43 @@ def summarise(arch: str, results: list[dict], epochs: int) -> dict:
         f"mean {statistics.fmean(censored):.3f}, median {statistics.median(censored):.3f}"
     )
     print(
-        f"  {arch}: final acc base {base_ci['mean']:.4f} "
-        f"[{base_ci['ci_low']:.4f}, {base_ci['ci_high']:.4f}]  gc {gc_ci['mean']:.4f} "
-        f"[{gc_ci['ci_low']:.4f}, {gc_ci['ci_high']:.4f}]  (95% CI, n={gc_ci['n']}); "
-        f"paired diff {test['mean_diff']:+.4f}, p={test['p_value']:.3f}"
+        f"  {arch}: final acc base {_common.ci_text(acc['base'], digits=4)}  gc "
+        f"{_common.ci_text(acc['gc'], digits=4)}  (95% CI, n={len(acc['gc'])}); paired diff "
+        f"{test['mean_diff']:+.4f} [{test['ci_low']:+.4f}, {test['ci_high']:+.4f}], "
+        f"p={test['p_value']:.3f}"
     )
     print(
         f"  {arch}: (a) training-seconds ratio gc/base of the runs: mean {mean_time:.3f}, median "
         f"{median_time:.3f} (per seed {', '.join(f'{r:.3f}' for r in time_ratios)})"
     )
-    return {"epochs": mean_ratio}
+    return {
+        "epochs": mean_ratio,
+        "epochs_per_seed": ratios,
+        "epochs_censored_mean": statistics.fmean(censored),
+        "final_acc": acc,
+        "final_acc_diff": test,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per architecture (5)")
     parser.add_argument("--epochs", type=int, default=6, help="MLP epochs; CNN gets 2/3 (6)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (2 seeds, 2 epochs)")
+    parser.add_argument("--quick", action="store_true", help="small run (2 seeds, 2 epochs)")
     parser.add_argument("--archs", default="mlp,cnn", help="comma-separated (mlp,cnn)")
     parser.add_argument("--gcw-strength", type=float, default=0.1)
     parser.add_argument("--gcode-strength", type=float, default=1.0)
     parser.add_argument("--meta-lr", type=float, default=1e-3)
+    _common.add_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    seeds, epochs, sizes = args.seeds, args.epochs, SIZES
-    if args.quick:
-        seeds, epochs, sizes = 2, 2, QUICK_SIZES
+    kind = _common.run_kind(args)
+    seeds, epochs, sizes, rounds = args.seeds, args.epochs, SIZES, ROUNDS
+    if kind == "quick":
+        seeds, epochs, sizes, rounds = 2, 2, QUICK_SIZES, 3
+    elif kind == "smoke":
+        seeds, epochs, sizes, rounds = 2, 2, SMOKE_SIZES, 2
+    goals = _common.report_from_args("gradient_correction", args)
     options = {
         "gcw_strength": args.gcw_strength,
         "gcode_strength": args.gcode_strength,
@@ -169,34 +187,42 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Gradient Correction benchmark: gc-adam {options} vs adam (lr 1e-3, batch 128), 1 thread"
     )
-    verdicts = {}
     for arch in args.archs.split(","):
         n_train, n_test, scale = sizes[arch]
         arch_epochs = max(2, round(epochs * scale))
         dataset = full.subset(n_train, n_test)
-        print(
-            f"\n{arch.upper()}: MNIST train {n_train}, test {n_test}, {arch_epochs} epochs, "
-            f"{seeds} seeds (harness default model)"
+        workload = (
+            f"MNIST {arch.upper()}, gc-adam vs adam, train {n_train}, test {n_test}, "
+            f"{arch_epochs} epochs, {seeds} seeds"
         )
-        results = [run_pair(dataset, arch, arch_epochs, seed, options) for seed in range(seeds)]
-        verdicts[arch] = summarise(arch, results, arch_epochs)
-        step_ratio = interleaved_step_ratio(dataset, arch, options, 3 if args.quick else ROUNDS)
-        verdicts[arch]["time"] = step_ratio
+        print(f"\n{arch.upper()}: {workload} (harness default model)")
+        results = run_pairs(dataset, arch, arch_epochs, seeds, options)
+        verdict = summarise(arch, results, arch_epochs)
+        timing = interleaved_step_ratio(dataset, arch, options, rounds)
         print(
-            f"  {arch}: (b) interleaved step-time ratio gc/base (median of "
-            f"{3 if args.quick else ROUNDS} alternating blocks of {BLOCK} steps): {step_ratio:.3f}"
+            f"  {arch}: (b) interleaved step-time ratio gc/base (geometric mean [95% CI] of "
+            f"{rounds} alternating rounds of {BLOCK}-step blocks): {timing.ratio.text()}"
+        )
+        goals.add(
+            workload,
+            f"{arch} epochs-to-target ratio <= {EPOCH_GOAL}: {verdict['epochs']:.3f}",
+            verdict["epochs"],
+            EPOCH_GOAL,
+            "<=",
+            **{k: v for k, v in verdict.items() if k != "epochs"},
+        )
+        goals.add(
+            f"{workload}; step timing: {rounds} rounds of {BLOCK}-step blocks",
+            f"{arch} interleaved step-time ratio <= {TIME_GOAL}: {timing.ratio.ratio:.3f}",
+            timing.ratio.ratio,
+            TIME_GOAL,
+            "<=",
+            ratio=timing.ratio.as_dict(),
+            gc_block_seconds=timing.a,
+            base_block_seconds=timing.b,
         )
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
-    ok = True
-    for arch, v in verdicts.items():
-        for key, goal, label in (
-            ("epochs", EPOCH_GOAL, "epochs-to-target ratio"),
-            ("time", TIME_GOAL, "interleaved step-time ratio"),
-        ):
-            met = v[key] <= goal
-            ok &= met
-            print(f"GOAL {arch} {label} <= {goal}: {v[key]:.3f} -> {'MET' if met else 'MISSED'}")
-    return 0 if ok else 1
+    return goals.finish()
 
 
 if __name__ == "__main__":

@@ -2,18 +2,21 @@
 
 Both train the same model (same seed) on the same tensors in the same batch order; only the
 training seconds are compared (the harness's evaluation is excluded, as in its records). The two are
-interleaved, alternating which goes first, so background load affects both alike.
+interleaved, alternating which goes first (``_common.paired_timing``), so background load affects
+both alike; the ratio is the geometric mean of the per-repetition ratios with a 95 % t-interval on
+the log scale.
 
-Goal: harness / bare <= 1.10.   Run: ``python benchmarks/harness_overhead.py [--reps 3]``
+Goal: harness / bare <= 1.10.
+Run: ``python benchmarks/harness_overhead.py [--reps 3]``; smoke: ``--smoke --no-fail``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
+import _common
 import torch
 import torch.nn.functional as F
 
@@ -46,33 +49,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (3)")
     parser.add_argument("--n-train", type=int, default=None, help="training subset (all)")
+    _common.add_arguments(parser)
     args = parser.parse_args(argv)
+    n_test = 1000
+    if args.smoke:
+        args.reps, args.n_train, n_test = 2, 1024, 256
+    report = _common.report_from_args("harness_overhead", args)
 
-    dataset = load_dataset("mnist", progress=False).subset(args.n_train, 1000)
+    dataset = load_dataset("mnist", progress=False).subset(args.n_train, n_test)
     config = RunConfig("adam", epochs=1, seed=0)
-    harness_epoch_seconds(dataset.subset(2000, 100), config)  # warm-up both paths
-    bare_epoch_seconds(dataset.subset(2000, 100), config)
-    harness, bare = [], []
-    for rep in range(args.reps):
-        pair = [(harness, harness_epoch_seconds), (bare, bare_epoch_seconds)]
-        for store, fn in pair if rep % 2 == 0 else reversed(pair):
-            store.append(fn(dataset, config))
-    ratio = statistics.median(harness) / statistics.median(bare)
-    print(
+    warm = dataset.subset(min(2000, dataset.n_train), 100)
+    harness_epoch_seconds(warm, config)  # warm-up both paths
+    bare_epoch_seconds(warm, config)
+    timing = _common.paired_timing(
+        lambda _k: harness_epoch_seconds(dataset, config),
+        lambda _k: bare_epoch_seconds(dataset, config),
+        args.reps,
+    )
+    workload = (
         f"Adam, MNIST MLP 784-512-10, {dataset.n_train} samples/epoch, batch 128, "
         f"{args.reps} interleaved reps, torch threads {torch.get_num_threads()}"
     )
-    print(
-        f"harness s/epoch: {', '.join(f'{s:.2f}' for s in harness)}  (median "
-        f"{statistics.median(harness):.2f})"
+    print(workload)
+    print(f"harness s/epoch: {', '.join(f'{s:.2f}' for s in timing.a)}")
+    print(f"bare    s/epoch: {', '.join(f'{s:.2f}' for s in timing.b)}")
+    ratio = timing.ratio
+    print(f"harness / bare = {ratio.text()} (geometric mean of paired ratios, 95% CI)")
+    report.add(
+        workload,
+        f"harness / bare = {ratio.ratio:.3f}   goal <= {GOAL:.2f}",
+        ratio.ratio,
+        GOAL,
+        "<=",
+        harness_seconds=timing.a,
+        bare_seconds=timing.b,
+        ratio=ratio.as_dict(),
     )
-    print(
-        f"bare    s/epoch: {', '.join(f'{s:.2f}' for s in bare)}  (median "
-        f"{statistics.median(bare):.2f})"
-    )
-    met = ratio <= GOAL
-    print(f"harness / bare = {ratio:.3f}   goal <= {GOAL:.2f}: {'MET' if met else 'MISSED'}")
-    return 0 if met else 1
+    return report.finish()
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ Goals (issue 5), checked in a full run:
    the best loss of its own sweep;
 4. wider is better at that transferred LR (μP loss decreases with every width step).
 
+Every goal is printed as a MET/MISSED line and written to ``results/benchmarks/mup.goals.json``.
+
 Run: ``python benchmarks/mup.py`` (full: widths 64…1024, LRs 2^-12…2^-5, 2 seeds, 6 epochs of
-4096 samples = 192 steps; about 12 minutes on one core) or ``--quick`` (a smoke run; goals are not
-evaluated). Exit status 1 when a goal is missed.
+4096 samples = 192 steps; about 12 minutes on one core), ``--quick`` (2 widths, 3 LRs, 1 epoch) or
+``--smoke --no-fail`` (2 widths, 3 LRs, 1 seed, 1 epoch of 256 samples; the plot goes to the goals
+directory). In reduced runs the goals are evaluated on the reduced sweep and mean nothing. Exit status
+1 when a goal is missed (``--no-fail``: 0).
 """
 
 from __future__ import annotations
@@ -27,16 +31,35 @@ import sys
 import time
 from pathlib import Path
 
+import _common
 import torch
 
+from advanced_optimizers.bench.atomic import write_text
 from advanced_optimizers.bench.data import load_dataset
 from advanced_optimizers.bench.mup_study import (
-    _log2_grid,
     lr_sweep,
     plot_lr_sweep,
     sweep_markdown,
     sweep_summary,
 )
+
+
+def log2_grid(text: str) -> list[float]:
+    """``"-12:-5"`` → -12, -11, …, -5 (factor-2 steps); ``"-12,-10,-8"`` → those."""
+    try:
+        if ":" in text:
+            lo, hi = (int(v) for v in text.split(":"))
+            if hi < lo:
+                raise ValueError
+            return [float(v) for v in range(lo, hi + 1)]
+        values = [float(v) for v in text.split(",") if v]
+        if not values:
+            raise ValueError
+        return values
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected LO:HI (ints, LO <= HI) or a comma list of log2 LRs, got {text!r}"
+        ) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,9 +76,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--base-width", type=int, default=64)
     p.add_argument("--out", type=Path, default=None, help="also write PNG/Markdown/CSV here")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 widths, 3 LRs, 1 epoch")
+    p.add_argument("--quick", action="store_true", help="small run: 2 widths, 3 LRs, 1 epoch")
+    _common.add_arguments(p)
     args = p.parse_args(argv)
-    if args.quick:
+    if args.smoke:
+        args.widths, args.log2_lrs, args.seeds, args.epochs, args.n_train = (
+            "64,128",
+            "-9:-7",
+            1,
+            1,
+            256,
+        )
+    elif args.quick:
         args.widths, args.log2_lrs, args.seeds, args.epochs, args.n_train = (
             "64,128",
             "-9:-7",
@@ -64,7 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             512,
         )
     args.widths = [int(w) for w in args.widths.split(",")]
-    args.log2_lrs = _log2_grid(args.log2_lrs)
+    try:
+        args.log2_lrs = log2_grid(args.log2_lrs)
+    except argparse.ArgumentTypeError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -82,8 +117,13 @@ def grid_table(summary: dict, param: str, lrs: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    goals = _common.report_from_args("mup", args)
+    if args.smoke and args.out is None:
+        args.out = goals.goals_dir
     torch.set_num_threads(1)
-    dataset = load_dataset("mnist").subset(args.n_train, 1000)
+    dataset = load_dataset("mnist", progress=False).subset(
+        args.n_train, 256 if args.smoke else 1000
+    )
     steps = args.epochs * -(-args.n_train // args.batch_size)
     print(
         f"μTransfer benchmark: MLP depth 2 on MNIST ({args.n_train} training samples), Adam, "
@@ -113,18 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(sweep_markdown(summary))
 
-    # speed: μP's groups and guards against plain Adam, measured in the same interleaved runs
-    print("\ntraining time per run, μP / SP (same run, interleaved):")
+    # speed: μP's groups and guards against plain Adam, measured in the same runs (paired by width,
+    # LR and seed): geometric mean of the per-pair ratios with its 95% interval (_common.ratio_ci)
+    print("\ntraining time per run, μP / SP (paired runs; geometric mean [95% CI]):")
+    speed = {}
     for width in args.widths:
-        t = {
-            p: sum(
-                r["train_seconds"]
-                for r in rows
-                if r["parametrization"] == p and r["width"] == width
-            )
-            for p in ("sp", "mup")
-        }
-        print(f"  width {width:>5}: {t['mup'] / t['sp']:.3f}")
+        pairs = {}
+        for r in rows:
+            if r["width"] == width:
+                pairs.setdefault((r["log2_lr"], r["seed"]), {})[r["parametrization"]] = r
+        mup_s = [p["mup"]["train_seconds"] for p in pairs.values()]
+        sp_s = [p["sp"]["train_seconds"] for p in pairs.values()]
+        speed[width] = _common.ratio_ci(mup_s, sp_s)
+        print(f"  width {width:>5}: {speed[width].text()}")
 
     widest, narrowest = max(args.widths), min(args.widths)
     report = {}
@@ -135,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         at_transfer = [summary[param][w]["loss"][transferred] for w in sorted(args.widths)]
         rel = at_transfer[-1] / summary[param][widest]["best_loss"] - 1.0
         monotone = all(b < a for a, b in itertools.pairwise(at_transfer))
-        report[param] = (shift, transferred, rel, at_transfer, monotone)
+        report[param] = (shift, transferred, rel, at_transfer, monotone, best)
         print(
             f"\n{param.upper()}: best log2(LR) per width {best}; moves by {shift:g} grid steps\n"
             f"{param.upper()}: width {widest} at the width-{narrowest} optimum 2^{transferred:g}: "
@@ -157,24 +198,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         plot_lr_sweep(summary, args.out / "mu_transfer.png")
-        (args.out / "mu_transfer.md").write_text(sweep_markdown(summary) + "\n")
+        write_text(args.out / "mu_transfer.md", sweep_markdown(summary) + "\n")
         print(f"written: {args.out / 'mu_transfer.png'}, {args.out / 'mu_transfer.md'}")
 
-    if args.quick:
-        print("\nquick smoke run: goals are evaluated only in a full run")
-        return 0
-    mup_shift, _, mup_rel, _, mup_monotone = report["mup"]
-    sp_shift = report["sp"][0]
-    goals = [
-        ("μP optimum moves by <= 1 grid step across widths", mup_shift <= 1),
-        ("SP optimum moves by >= 3 grid steps across widths", sp_shift >= 3),
-        (f"transferred LR within 2 % of width-{widest}'s own optimum (μP)", mup_rel <= 0.02),
-        ("wider is better at the transferred LR (μP)", mup_monotone),
-    ]
-    print()
-    for text, ok in goals:
-        print(f"goal {'MET   ' if ok else 'MISSED'}: {text}")
-    return 0 if all(ok for _, ok in goals) else 1
+    mup_shift, _, mup_rel, at_transfer, mup_monotone, mup_best = report["mup"]
+    sp_shift, sp_best = report["sp"][0], report["sp"][5]
+    workload = (
+        f"MNIST MLP depth 2, {args.n_train} samples, Adam, batch {args.batch_size}, {steps} steps, "
+        f"{args.seeds} seeds, widths {args.widths}, log2(LR) {lrs[0]:g}..{lrs[-1]:g}, "
+        f"μP base width {args.base_width}"
+    )
+    goals.add(
+        workload,
+        "μP optimum moves by <= 1 grid step across widths",
+        mup_shift,
+        1,
+        "<=",
+        best_log2_lr=mup_best,
+    )
+    goals.add(
+        workload,
+        "SP optimum moves by >= 3 grid steps across widths",
+        sp_shift,
+        3,
+        ">=",
+        best_log2_lr=sp_best,
+    )
+    goals.add(
+        workload,
+        f"transferred LR within 2 % of width-{widest}'s own optimum (μP)",
+        mup_rel,
+        0.02,
+        "<=",
+    )
+    goals.add(
+        workload,
+        "wider is better at the transferred LR (μP)",
+        None,
+        None,
+        "custom",
+        met=mup_monotone,
+        rule="μP loss at the transferred LR decreases with every width step",
+        loss_by_width=dict(zip(sorted(args.widths), at_transfer, strict=True)),
+    )
+    return goals.finish()
 
 
 if __name__ == "__main__":
