@@ -406,7 +406,7 @@ def test_distributed_rows_are_tracked_synced_and_a_missing_sync_warns(monkeypatc
     """Under torch.distributed the pending rows are shared by sync_distributed (here a 1-rank
     stand-in: the gather returns this rank's rows, so the committed store must be the one a
     single process writes); a step without the sync warns and still commits this rank's rows."""
-    import advanced_optimizers.fer as fer_module
+    import advanced_optimizers.fer.loss as fer_module
 
     monkeypatch.setattr(fer_module, "is_distributed", lambda group=None: True)
     monkeypatch.setattr(fer_module, "all_gather_rows", lambda rows, group=None: [rows])

@@ -72,6 +72,13 @@ class _MuPStep(GuardedTorchOptimizer):
     _init_record: InitRecord | tuple = ()
     _verify_init = False
 
+    def __init__(
+        self, params: Any, lr_ratio_check: str = "warn", nonfinite: str = "ignore", **kwargs: Any
+    ) -> None:
+        check_hyperparameters(kwargs)
+        super().__init__(params, **kwargs)  # the torch optimizer class that follows in the MRO
+        self._init_mup(lr_ratio_check, nonfinite)
+
     def _init_mup(self, lr_ratio_check: str, nonfinite: str) -> None:
         self.lr_ratio_check = check_choice("lr_ratio_check", lr_ratio_check, LR_RATIO_CHECKS)
         for i, group in enumerate(self.param_groups):  # type: ignore[attr-defined]
@@ -136,10 +143,10 @@ class MuPAdamW(_MuPStep, torch.optim.AdamW):
     """``torch.optim.AdamW`` over μP param groups (:func:`~.parametrize.mup_param_groups`).
 
     Each group carries ``mup_role`` and ``mup_lr_factor``. Before each step that the non-finite
-    guard lets through (``nonfinite``: ``"ignore"`` (default: torch's and mup's behaviour, no host sync),
-    ``"skip"`` or ``"raise"``; skips are
-    counted in ``skipped_steps``), ``lr_ratio_check`` (``"warn"``, ``"raise"``, ``"ignore"``) checks
-    that ``lr / mup_lr_factor`` is equal across μP groups. ``load_state_dict`` refuses, before
+    guard lets through (``nonfinite``: ``"ignore"``, the default, as torch and mup, with no host
+    sync; ``"skip"`` or ``"raise"``; skips are counted in ``skipped_steps``), ``lr_ratio_check``
+    (``"warn"``, ``"raise"``, ``"ignore"``) checks that ``lr / mup_lr_factor`` is equal across μP
+    groups. ``load_state_dict`` refuses, before
     loading anything, a state saved for another model size or parametrization; after it, the first
     step refuses to continue a trained state on weights that were rescaled but never written since
     (a checkpoint loaded before the rescale).
@@ -147,35 +154,14 @@ class MuPAdamW(_MuPStep, torch.optim.AdamW):
 
     torch_class = torch.optim.AdamW
 
-    def __init__(
-        self, params: Any, lr_ratio_check: str = "warn", nonfinite: str = "ignore", **kwargs: Any
-    ) -> None:
-        check_hyperparameters(kwargs)
-        super().__init__(params, **kwargs)
-        self._init_mup(lr_ratio_check, nonfinite)
-
 
 class MuPAdam(_MuPStep, torch.optim.Adam):
     """``torch.optim.Adam`` over μP param groups; as :class:`MuPAdamW`."""
 
     torch_class = torch.optim.Adam
 
-    def __init__(
-        self, params: Any, lr_ratio_check: str = "warn", nonfinite: str = "ignore", **kwargs: Any
-    ) -> None:
-        check_hyperparameters(kwargs)
-        super().__init__(params, **kwargs)
-        self._init_mup(lr_ratio_check, nonfinite)
-
 
 class MuPSGD(_MuPStep, torch.optim.SGD):
     """``torch.optim.SGD`` over μP param groups; as :class:`MuPAdamW`."""
 
     torch_class = torch.optim.SGD
-
-    def __init__(
-        self, params: Any, lr_ratio_check: str = "warn", nonfinite: str = "ignore", **kwargs: Any
-    ) -> None:
-        check_hyperparameters(kwargs)
-        super().__init__(params, **kwargs)
-        self._init_mup(lr_ratio_check, nonfinite)
