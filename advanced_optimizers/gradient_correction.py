@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from ._guard import call_unhooked_step
 from ._validation import check_int, check_nonnegative, check_positive, check_probability
 from ._wrapper import WrappedOptimizer, build_base_optimizer, check_base_optimizer
 
@@ -106,7 +105,6 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
         self.device = None if device is None else torch.device(device)
         super().__init__(base, nonfinite=nonfinite)
         self._groups: list[dict[str, Any]] = []
-        self.meta_optimizer: torch.optim.Adam | None = None
         for group in self.param_groups:
             self._init_group(group)
 
@@ -122,7 +120,7 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
         device = params[0].device if params else (self.device or torch.device("cpu"))
         n, k = len(params), self.history
         wide = _stats_dtype(device)  # the tiny per-tensor statistics in double precision
-        coef = torch.zeros(n, device=device, requires_grad=True)  # c per tensor
+        coef = torch.zeros(n, device=device)  # c per tensor
         state = {
             "coef": coef,
             "count": [0] * n,  # gradients seen per tensor (host-side bookkeeping, never read back)
@@ -137,12 +135,9 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 for p in params
             ],
             "stats": torch.zeros(len(_STATS), device=device, dtype=wide),
+            "meta": {"m": torch.zeros_like(coef), "v": torch.zeros_like(coef), "t": 0},
         }
         self._groups.append(state)
-        if self.meta_optimizer is None:
-            self.meta_optimizer = torch.optim.Adam([coef], lr=self.meta_lr)
-        else:
-            self.meta_optimizer.add_param_group({"params": [coef]})
 
     def _on_param_group_added(self, group: dict[str, Any]) -> None:
         self._init_group(group)
@@ -161,18 +156,8 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                         f"parameter of shape {tuple(p.shape)} has one); use dense gradients, e.g. "
                         "nn.Embedding(sparse=False)"
                     )
-        learned = [self._correct_group(group, state) for group, state in self._layout()]
-        if any(learned):
-            saved = [(s["coef"], s["coef"].detach().clone()) for s in self._groups]
-            call_unhooked_step(self.meta_optimizer)
-            for (coef, before), (_, state) in zip(saved, self._layout(), strict=True):
-                if "meta_mask" not in state:  # no tensor of this group learned: keep its c
-                    coef.data.copy_(before)
-                    continue
-                mask = state.pop("meta_mask")
-                kept = coef.detach() if mask is None else torch.where(mask, coef.detach(), before)
-                coef.data.copy_(kept.clamp(*C_RANGE))
-        self.meta_optimizer.zero_grad(set_to_none=True)
+        for group, state in self._layout():
+            self._correct_group(group, state)
 
     def _layout(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         return list(zip(self.param_groups, self._groups, strict=True))
@@ -294,17 +279,18 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
         dot = gram[:, 0, 1] - gram[:, 0, 2]
         d_sq = (gram[:, 1, 1] - 2 * gram[:, 1, 2] + gram[:, 2, 2]).clamp_min(0)
         cos = dot / (gram[:, 0, 0] * d_sq).sqrt().clamp_min(1e-30)
-        coef = state["coef"]
-        if isinstance(index, slice):  # every tensor got a hypergradient
-            coef.grad = -cos.to(coef.dtype)
-            state["meta_mask"] = None
-            return
-        grad = torch.zeros(n, device=coef.device, dtype=coef.dtype)
+        coef, meta = state["coef"], state["meta"]
+        grad = torch.zeros_like(coef)
         grad[index] = -cos.to(coef.dtype)
         mask = torch.zeros(n, dtype=torch.bool, device=coef.device)
         mask[index] = True
-        coef.grad = grad
-        state["meta_mask"] = mask
+        # Adam on c (β = 0.9, 0.999; rows without a hypergradient this step stay as they are)
+        meta["t"] += 1
+        m = torch.where(mask, 0.9 * meta["m"] + 0.1 * grad, meta["m"])
+        v = torch.where(mask, 0.999 * meta["v"] + 0.001 * grad * grad, meta["v"])
+        step = (m / (1 - 0.9 ** meta["t"])) / ((v / (1 - 0.999 ** meta["t"])).sqrt() + 1e-8)
+        meta["m"], meta["v"] = m, v
+        coef.copy_(torch.where(mask, coef - self.meta_lr * step, coef).clamp(*C_RANGE))
 
     # -- diagnostics ---------------------------------------------------------------------------
     def diagnostics(self, reset: bool = True) -> dict[str, float]:
@@ -350,7 +336,12 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 }
                 for s in self._groups
             ],
-            "meta_optimizer": self.meta_optimizer.state_dict(),
+            "meta_optimizer": {
+                "state": [
+                    {"m": s["meta"]["m"].clone(), "v": s["meta"]["v"].clone(), "t": s["meta"]["t"]}
+                    for s in self._groups
+                ]
+            },
         }
 
     def _check_extra_state(self, extra: dict[str, Any]) -> None:
@@ -364,6 +355,16 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 f"state_dict was saved with difference_decay={extra['difference_decay']}, this "
                 f"optimizer has difference_decay={self.difference_decay}"
             )
+        for key in ("groups", "meta_optimizer"):
+            if key not in extra:
+                raise ValueError(f"GradientCorrectionOptimizer state lacks {key!r}")
+        if len(extra["groups"]) != len(self._groups) or len(
+            extra["meta_optimizer"].get("state", ())
+        ) != len(self._groups):
+            raise ValueError(
+                f"state_dict holds {len(extra['groups'])} parameter groups of GC state, this "
+                f"optimizer has {len(self._groups)}"
+            )
         saved = [[tuple(r.shape) for r in g["ring"]] for g in extra["groups"]]
         mine = [[tuple(r.shape) for r in s["ring"]] for s in self._groups]
         if saved != mine:
@@ -371,6 +372,13 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 f"state_dict was saved for other parameter shapes: gradient history {saved}, "
                 f"this optimizer's {mine}"
             )
+        for index, (group, state) in enumerate(zip(extra["groups"], self._groups, strict=True)):
+            for key in ("coef", "gram", "A", "b", "stats"):
+                value = group.get(key)
+                if not isinstance(value, torch.Tensor) or value.shape != state[key].shape:
+                    raise ValueError(f"GC state of group {index}: {key!r} is missing or misshapen")
+            if len(group.get("count", ())) != len(state["count"]):
+                raise ValueError(f"GC state of group {index}: 'count' has the wrong length")
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         with torch.no_grad():
@@ -384,7 +392,10 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
                 for mine, theirs in zip(state["diff"], saved["diff"], strict=True):
                     if mine is not None:
                         mine.copy_(theirs)
-        self.meta_optimizer.load_state_dict(extra["meta_optimizer"])
+            for state, meta in zip(self._groups, extra["meta_optimizer"]["state"], strict=True):
+                state["meta"]["m"].copy_(meta["m"])
+                state["meta"]["v"].copy_(meta["v"])
+                state["meta"]["t"] = int(meta["t"])
 
     def _repr_options(self) -> dict[str, Any]:
         return {
