@@ -26,10 +26,13 @@ directory). In reduced runs the goals are evaluated on the reduced sweep and mea
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import _common
 import torch
@@ -77,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--base-width", type=int, default=64)
     p.add_argument("--out", type=Path, default=None, help="also write PNG/Markdown/CSV here")
     p.add_argument("--quick", action="store_true", help="small run: 2 widths, 3 LRs, 1 epoch")
+    p.add_argument(
+        "--step-vs-mup",
+        action="store_true",
+        help="instead of the sweep: the training-step cost of our μP against microsoft/mup's "
+        "(pip install --no-deps mup) on the MLP 784-512-512-10, interleaved; writes mup_step.goals.json",
+    )
+    p.add_argument("--reps", type=int, default=25, help="--step-vs-mup: timed blocks per side")
     _common.add_arguments(p)
     args = p.parse_args(argv)
     if args.smoke:
@@ -115,8 +125,101 @@ def grid_table(summary: dict, param: str, lrs: list[float]) -> str:
     return "\n".join(lines)
 
 
+def _reference_mup() -> Any:
+    """microsoft/mup (``pip install --no-deps mup``), not this script, which is also named mup."""
+    here = Path(__file__).resolve().parent
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.modules.pop("mup", None)
+    try:
+        return importlib.import_module("mup")
+    finally:
+        sys.path[:] = saved
+
+
+def _step_models(width: int = 512, base: int = 64) -> tuple[Any, ...]:
+    """The same MLP (784-w-w-10) in our μP and in microsoft/mup's, with their Adam optimizers."""
+    from torch import nn
+
+    mup = _reference_mup()
+
+    from advanced_optimizers.mup import create_mu_transfer_optimizer
+
+    def mlp(w: int, readout: Any) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(784, w), nn.ReLU(), nn.Linear(w, w), nn.ReLU(), readout(w, 10)
+        )
+
+    torch.manual_seed(0)
+    ours = mlp(width, nn.Linear)
+    with torch.device("meta"):
+        base_shapes = {n: tuple(p.shape) for n, p in mlp(base, nn.Linear).named_parameters()}
+    ours_opt = create_mu_transfer_optimizer(
+        ours, base_model=base_shapes, base_hyperparams={"lr": 1e-3}, optimizer="adam"
+    )
+    torch.manual_seed(0)
+    theirs = mlp(width, mup.MuReadout)
+    mup.set_base_shapes(theirs, mlp(base, mup.MuReadout), delta=mlp(base + 1, mup.MuReadout))
+    theirs_opt = mup.MuAdam(theirs.parameters(), lr=1e-3)
+    return ours, ours_opt, theirs, theirs_opt
+
+
+def step_vs_mup(args: argparse.Namespace) -> int:
+    """Issue goal: our μP training step costs at most 1.01x microsoft/mup's on the same model."""
+    import torch.nn.functional as F
+
+    goals = _common.report_from_args("mup_step", args)
+    try:
+        ours, ours_opt, theirs, theirs_opt = _step_models()
+    except ImportError:
+        goals.add(
+            "mlp",
+            "μP step ≤ 1.01× microsoft/mup's",
+            None,
+            None,
+            "",
+            met=False,
+            note="not measured: microsoft/mup is not installed (pip install --no-deps mup)",
+        )
+        return goals.finish()
+    torch.set_num_threads(1)
+    data = load_dataset("mnist", progress=False).subset(1280, 10)
+    batches = list(data.train_batches(128, 0, 1))
+
+    def block(model: Any, optimizer: Any) -> Any:
+        def run() -> None:
+            for batch in batches:
+                optimizer.zero_grad()
+                F.cross_entropy(model(batch.x), batch.y).backward()
+                optimizer.step()
+
+        return _common.timed(run)
+
+    timing = _common.paired_timing(
+        block(ours, ours_opt), block(theirs, theirs_opt), args.reps, warmup=3
+    )
+    steps = len(batches)
+    print(
+        f"μP training step, MLP 784-512-512-10 (base width 64), Adam lr 1e-3, batch 128, one "
+        f"thread, {args.reps} interleaved blocks of {steps} steps per side\n"
+        f"  ours {1e3 * statistics.median(timing.a) / steps:.3f} ms/step, microsoft/mup "
+        f"{1e3 * statistics.median(timing.b) / steps:.3f} ms/step, ratio {timing.ratio.text()}"
+    )
+    goals.add(
+        "mlp",
+        f"μP step time vs microsoft/mup: {timing.ratio.ratio:.3f} <= 1.01",
+        timing.ratio.ratio,
+        1.01,
+        "<=",
+        ci=[timing.ratio.ci_low, timing.ratio.ci_high],
+    )
+    return goals.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.step_vs_mup:
+        return step_vs_mup(args)
     goals = _common.report_from_args("mup", args)
     if args.smoke and args.out is None:
         args.out = goals.goals_dir

@@ -154,14 +154,14 @@ class FERLoss(nn.Module):
         ``logits`` (B, C) float, ``targets`` (B,) class indices, ``indices`` (B,) dataset indices.
         """
         z, y, idx = self._prepare(logits, targets, indices)
-        ce, log_q, s, f, w = self._terms(z, y, idx)
-        if w is None:
-            loss = ce.mean()
-        else:  # Σ_i [(1 − w_i)·CE_i + w_i·T²·H(s_i, q_i)] / B, the soft term folded into one product
-            t2 = self.temperature**2
-            soft_term = (s * (w * t2).unsqueeze(1) * log_q).sum()
-            loss = (ce.sum() - torch.dot(w, ce) - soft_term) / z.shape[0]
-        self._remember(z, y, idx, ce, log_q, s, f)
+        if not self.active:
+            ce = -F.log_softmax(z, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+            self._remember(z, y, idx, ce, None, None, None)
+            return ce.mean()
+        s, f = self.soft_targets[idx], self.ever_correct[idx]
+        w = f.to(z.dtype) * self.current_lambda
+        loss, ce, q = _FERObjective.apply(z, y, s, w, self.temperature)
+        self._remember(z, y, idx, ce, q, s, f)
         return loss
 
     def wrap_logits(
@@ -181,13 +181,13 @@ class FERLoss(nn.Module):
         training = torch.is_grad_enabled()
         with torch.no_grad():
             ce, log_q, s, f, w = self._terms(z, y, idx)
-            self._remember(z, y, idx, ce, log_q, s, f, training)
+            q = None if log_q is None else log_q.exp()
+            self._remember(z, y, idx, ce, q, s, f, training)
             if w is None or not logits.requires_grad:
                 return logits
             t = self.temperature
             p = torch.softmax(z, dim=1)
             p.scatter_add_(1, y.unsqueeze(1), -torch.ones_like(ce).unsqueeze(1))  # p − e_y
-            q = log_q.exp()
             extra = t * (s.sum(dim=1, keepdim=True) * q - s) - p
             extra.mul_((w / z.shape[0]).unsqueeze(1))
         return _AddGradient.apply(logits, extra)
@@ -211,25 +211,26 @@ class FERLoss(nn.Module):
         s, f = self.soft_targets[idx], self.ever_correct[idx]
         return ce, log_q, s, f, f.to(z.dtype) * self.current_lambda
 
-    def _remember(self, z, y, idx, ce, log_q, s, f, training: bool | None = None) -> None:
+    def _remember(self, z, y, idx, ce, q, s, f, training: bool | None = None) -> None:
         """Make the batch's store rows pending (from the last warm-up epoch on, when training)."""
         training = torch.is_grad_enabled() if training is None else training
         if training and self.epoch >= self.warmup_epochs:
-            self._pending.append(self._store_rows(z.detach(), y, idx, ce, log_q, s, f))
+            self._pending.append(self._store_rows(z.detach(), y, idx, ce, q, s, f))
             self._synced = False
 
     @torch.no_grad()
-    def _store_rows(self, z, y, idx, ce, log_q, old, flags) -> tuple[torch.Tensor, ...]:
-        """(idx, new S rows, new F rows); non-finite logits give NaN ``p`` and never qualify."""
+    def _store_rows(self, z, y, idx, ce, q, old, flags) -> tuple[torch.Tensor, ...]:
+        """(idx, new S rows, new F rows); non-finite logits give NaN ``p`` and never qualify.
+
+        ``q`` = softmax(z/T) and the rows ``old``, ``flags`` when the loss already has them.
+        """
         p_true = torch.exp(-ce.detach())
         ok = (z.argmax(dim=1) == y) & (p_true >= self.consistency_threshold)
-        alpha = 1.0 - torch.exp(p_true * -self.mu)
-        if log_q is None:
-            soft = torch.softmax(z / self.temperature, dim=1)
+        alpha = torch.expm1(p_true * -self.mu).neg_()  # 1 − exp(−μ p)
+        if q is None:
+            q = torch.softmax(z / self.temperature, dim=1)
             old, flags = self.soft_targets[idx], self.ever_correct[idx]
-        else:
-            soft = log_q.detach().exp()
-        new = torch.where(ok.unsqueeze(1), torch.lerp(old, soft, alpha.unsqueeze(1)), old)
+        new = torch.where(ok.unsqueeze(1), torch.lerp(old, q.detach(), alpha.unsqueeze(1)), old)
         return idx, new, flags | ok
 
     # -- the store --------------------------------------------------------------------------------
@@ -407,6 +408,39 @@ class FERLoss(nn.Module):
             f"temperature={self.temperature}, mu={self.mu}, warmup_epochs={self.warmup_epochs}, "
             f"epoch={self.epoch}/{self.epochs}"
         )
+
+
+class _FERObjective(torch.autograd.Function):
+    """FER's loss once active, in one pass with its closed-form gradient in the logits.
+
+    ``(loss, ce, q)`` with ``q = softmax(z/T)``; the gradient
+    ``[(1 − w)(p − e_y) + wT(m q − s)] / B`` (``m`` = the rows' mass) is formed in the forward
+    pass, so the backward is one multiplication (fewer small kernels than autograd's graph).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z, y, s, w, temperature: float):  # type: ignore[override]
+        batch = z.shape[0]
+        log_p = torch.log_softmax(z, dim=1)
+        log_q = torch.log_softmax(z / temperature, dim=1)
+        ce = -log_p.gather(1, y.unsqueeze(1)).squeeze(1)
+        q = log_q.exp()
+        soft = (s * log_q).sum(dim=1)
+        loss = (ce.sum() - torch.dot(w, ce) - temperature**2 * torch.dot(w, soft)) / batch
+        if ctx.needs_input_grad[0]:
+            grad = torch.addcmul(-s, s.sum(dim=1, keepdim=True), q)
+            grad.mul_((w * temperature).unsqueeze(1))
+            p = log_p.exp_()
+            p.scatter_add_(1, y.unsqueeze(1), -torch.ones_like(ce).unsqueeze(1))  # p − e_y
+            grad.addcmul_(p, (1 - w).unsqueeze(1)).div_(batch)
+            ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(ce, q)
+        return loss, ce, q
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss, *_):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss.to(grad.dtype), None, None, None, None
 
 
 class _AddGradient(torch.autograd.Function):
