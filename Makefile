@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint constraints.txt torch==2.13.0
-	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[dev,integrations]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,7 +4,9 @@ The algorithms need torch only; the experiment harness (``advanced_optimizers.be
 command) needs the ``bench`` extra.
 """
 
+from . import integrations as integrations
 from ._version import __version__ as __version__
+from .data import IndexedDataset, collate_with_index
 from .fer import FERLoss, FEROptimizer, create_fer_optimizer, fer_lambda
 from .gradient_correction import GradientCorrectionOptimizer, create_gradient_correction_optimizer
 from .localized import LocalizedOptimizer, create_localized_optimizer
@@ -17,6 +19,7 @@ from .mup import (
     create_mu_transfer_optimizer,
     mup_param_groups,
 )
+from .registry import create_optimizer, list_optimizers
 from .sigprop import (
     LOCAL_LOSSES,
     SigPropAdam,
@@ -30,6 +33,7 @@ __all__ = [
     "FERLoss",
     "FEROptimizer",
     "GradientCorrectionOptimizer",
+    "IndexedDataset",
     "LocalizedOptimizer",
     "MuPAdam",
     "MuPAdamW",
@@ -39,11 +43,14 @@ __all__ = [
     "SigPropNet",
     "apply_mup_init",
     "classify_parameters",
+    "collate_with_index",
     "create_fer_optimizer",
     "create_gradient_correction_optimizer",
     "create_localized_optimizer",
     "create_mu_transfer_optimizer",
+    "create_optimizer",
     "create_sigprop_optimizer",
     "fer_lambda",
+    "list_optimizers",
     "mup_param_groups",
 ]

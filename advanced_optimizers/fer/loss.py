@@ -165,7 +165,11 @@ class FERLoss(nn.Module):
         return loss
 
     def wrap_logits(
-        self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        loss_scale: float = 1.0,
     ) -> torch.Tensor:
         r"""``logits`` unchanged in value, whose backward adds the gradient of FER's extra term.
 
@@ -175,7 +179,9 @@ class FERLoss(nn.Module):
         :math:`\tfrac{w_i}{B}\big(T(m_i q_i - s_i) - (p_i - e_{y_i})\big)` with
         :math:`m_i = \sum_k s_{ik}`. A mean cross-entropy computed on the returned logits therefore
         back-propagates exactly :class:`FERLoss`'s gradient; another loss gets FER's extra term
-        added to it. The store rows become pending, as with :meth:`forward`.
+        added to it. ``loss_scale``: the factor the trainer applies to the loss before ``backward``
+        (``1/accumulation_steps``, a ``GradScaler``'s scale), applied to the extra gradient too. The
+        store rows become pending, as with :meth:`forward`.
         """
         z, y, idx = self._prepare(logits, targets, indices)
         training = torch.is_grad_enabled()
@@ -189,7 +195,7 @@ class FERLoss(nn.Module):
             p = torch.softmax(z, dim=1)
             p.scatter_add_(1, y.unsqueeze(1), -torch.ones_like(ce).unsqueeze(1))  # p − e_y
             extra = t * (s.sum(dim=1, keepdim=True) * q - s) - p
-            extra.mul_((w / z.shape[0]).unsqueeze(1))
+            extra.mul_((w * (loss_scale / z.shape[0])).unsqueeze(1))
         return _AddGradient.apply(logits, extra)
 
     def _prepare(self, logits: Any, targets: Any, indices: Any) -> tuple[torch.Tensor, ...]:

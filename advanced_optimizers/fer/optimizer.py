@@ -19,7 +19,9 @@ class FEROptimizer(WrappedOptimizer):
 
     Compute every batch's loss with :meth:`fer_loss` (it needs each sample's dataset index) and call
     :meth:`set_epoch` at the start of every epoch; the store rows of a batch are written when its
-    step is taken (a skipped non-finite step, or ``zero_grad`` before a step, drops them). The math
+    step is taken (a skipped non-finite step drops them; ``zero_grad`` between the forward and the
+    backward, as Lightning does, keeps them; the rows of a step a ``GradScaler`` skipped are written
+    with the next step taken). The math
     is :class:`FERLoss`'s; ``memory_size`` is its ``num_samples``. ``criterion`` is the loss
     module, and its store is part of :meth:`state_dict`.
     """
@@ -108,6 +110,22 @@ class FEROptimizer(WrappedOptimizer):
         self._loss_since_step = True
         return loss
 
+    def wrap_logits(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        indices: torch.Tensor,
+        epoch: int | None = None,
+        loss_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """The logits with FER's extra gradient attached (:meth:`FERLoss.wrap_logits`), for
+        trainers that compute the cross-entropy themselves; counts as FER's loss for this step."""
+        if epoch is not None:
+            self.set_epoch(epoch)
+        wrapped = self.criterion.wrap_logits(logits, targets, indices, loss_scale=loss_scale)
+        self._loss_since_step = True
+        return wrapped
+
     def store_summary(self) -> dict[str, float]:
         """Fraction of flagged samples, mean mass of their targets and the current λ_t."""
         return self.criterion.summary()
@@ -132,9 +150,6 @@ class FEROptimizer(WrappedOptimizer):
 
     def _discard_step(self) -> None:
         self.criterion.discard()
-
-    def _on_zero_grad(self) -> None:
-        self.criterion.discard()  # rows of a forward whose step never came (e.g. GradScaler skip)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
