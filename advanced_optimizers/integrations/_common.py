@@ -68,6 +68,17 @@ class Algorithms:
         assert owner is not None
         return owner.wrap_logits(logits, targets, indices, loss_scale=loss_scale)
 
+    def end_epoch(self, epoch_loss: EpochLoss) -> dict[str, float]:
+        """LoCal's epoch hook (the transition may move) and the numbers worth logging."""
+        metrics: dict[str, float] = {}
+        if self.localized:
+            mean = epoch_loss.mean()
+            for optimizer in self.localized:
+                metrics.update(optimizer.end_epoch(mean))
+        if self.fer is not None:
+            metrics.update(self.fer.summary())
+        return metrics
+
     def sync_distributed(self, optimizer: Any) -> None:
         """The per-step syncs of the algorithms stepping with ``optimizer`` (no-op in one process)."""
         inner = unwrap_optimizer(optimizer)

@@ -245,13 +245,7 @@ class AdvancedOptimizersTrainerCallback(TrainerCallback):
         algos = self._algorithms
         if algos is None:
             return
-        metrics: dict[str, float] = {}
-        if algos.localized:
-            mean = self._epoch_loss.mean()
-            for optimizer in algos.localized:
-                metrics.update(optimizer.end_epoch(mean))
-        if algos.fer is not None:
-            metrics.update(algos.fer.summary())
+        metrics = algos.end_epoch(self._epoch_loss)
         self.last_metrics = metrics
         if metrics:
             self.trainer.log(dict(metrics))

@@ -175,13 +175,7 @@ class AdvancedOptimizersCallback(Callback):
         algos = self._algorithms
         if algos is None:
             return
-        metrics: dict[str, float] = {}
-        if algos.localized:
-            mean = self._epoch_loss.mean()
-            for optimizer in algos.localized:
-                metrics.update(optimizer.end_epoch(mean))
-        if algos.fer is not None:
-            metrics.update(algos.fer.summary())
+        metrics = algos.end_epoch(self._epoch_loss)
         self.last_metrics = metrics
         if self.log and metrics:
             distributed = getattr(trainer, "world_size", 1) > 1  # equal on every rank anyway
