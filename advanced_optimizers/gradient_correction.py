@@ -56,7 +56,7 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
     ``meta_lr``. The scheme is zero-stable for every :math:`c`; :math:`c` changes its *absolute*
     stability (on :math:`\lambda`-curvature with step :math:`\eta`, stable for
     :math:`\eta\lambda < 2/(1+2c)` when :math:`c \ge 0`), so the range caps how much a learned
-    :math:`c > 0` shrinks the largest stable learning rate (to 2/3 of Euler's at :math:`c = 1`).
+    :math:`c > 0` shrinks the largest stable learning rate (to a third of Euler's at :math:`c = 1`).
     Under Adam, :math:`c = \beta_1` with :math:`\delta = 0` is NAdam's Nesterov look-ahead
     :math:`(1+c) m_t - c\, m_{t-1}`; :math:`\delta > 0` averages the differences as Adan does.
 
