@@ -16,12 +16,20 @@ from advanced_optimizers.bench.cli import main
 def test_help_lists_commands_and_methods(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
-    out = capsys.readouterr().out
+    out = main_help = capsys.readouterr().out
     assert "compare" in out and "report" in out
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     out = capsys.readouterr().out
     for word in ("--preset", "--methods", "--seeds", "--data-dir", "sgd", "adam", "resumes"):
+        assert word in out
+    for word in ("--validation", "--tuned", "--retry-failed", "test set once"):
+        assert word in out
+    assert "tune" in main_help and "profile" in main_help
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    out = capsys.readouterr().out
+    for word in ("--trials", "--sampler", "--storage", "--space", "--lr-factor", "--pruner"):
         assert word in out
 
 
@@ -54,6 +62,10 @@ def test_compare_on_real_mnist_subset_then_report(
     assert "| adam | 2 |" in text and str(out / "summary.md") in text
     saved = json.loads((out / "experiment.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["n_train"] == 600
+    assert saved["validation"] == 2000  # the quick preset's validation split
+    run = json.loads((out / "runs" / "adam" / "seed0.json").read_text())
+    assert run["config"]["n_val"] == 2000 and run["status"] == "ok"
+    assert "Selection: **validation**" in text
     assert main(["report", "--out", str(out)]) == 0
 
 
@@ -65,6 +77,11 @@ def test_bad_arguments_are_reported(capsys: pytest.CaptureFixture, tmp_path: Pat
     with pytest.raises(SystemExit):
         main(["compare", "--dataset", "svhn"])
     assert main(["compare", "--opt", "sgd:foo=1", "--methods", "sgd", "--out", str(tmp_path)]) == 2
+    capsys.readouterr()
+    assert main(["tune", "--trials", "2", "--validation", "0", "--out", str(tmp_path)]) == 2
+    assert "needs a validation split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--validation", "-1"])
 
 
 def test_methods_lists_baselines(capsys: pytest.CaptureFixture) -> None:

@@ -20,10 +20,12 @@ from advanced_optimizers.bench.stats import holm, mean_ci, paired_test, time_to_
 from advanced_optimizers.bench.train import RunConfig, RunResult, train_run
 
 STABLE = ("epoch", "train_loss", "test_loss", "test_acc")
+VAL_STABLE = (*STABLE, "val_loss", "val_acc", "train_ce")
 
 
 def _stable(history: list[dict]) -> list[tuple]:
-    return [tuple(h[k] for k in STABLE) for h in history]
+    keys = VAL_STABLE if "val_acc" in history[0] else STABLE
+    return [tuple(h[k] for k in keys) for h in history]
 
 
 def test_baselines_learn(toy) -> None:
@@ -152,7 +154,7 @@ def test_models_shapes() -> None:
 def test_experiment_writes_everything_and_resumes(
     toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exp = Experiment(methods=["sgd", "adam"], epochs=2, seeds=[0, 1], width=16)
+    exp = Experiment(methods=["sgd", "adam"], epochs=2, seeds=[0, 1], width=16, validation=64)
     out = tmp_path / "out"
     first = run_experiment(exp, out, dataset=toy, progress=False)
     for name in (
@@ -160,6 +162,7 @@ def test_experiment_writes_everything_and_resumes(
         "results.csv",
         "summary.md",
         "plots/curves.png",
+        "plots/objectives.png",
         "plots/flips.png",
         "runs/adam/seed1.json",
     ):
@@ -167,7 +170,10 @@ def test_experiment_writes_everything_and_resumes(
     results = json.loads((out / "results.json").read_text())
     assert {r["config"]["method"] for r in results["runs"]} == {"sgd", "adam"}
     assert "wfs" in results["runs"][0]["flips"]
-    assert "| sgd | 2 |" in (out / "summary.md").read_text()
+    assert results["runs"][0]["flips_split"] == "val"
+    assert results["summary"]["selection"] == "validation"
+    summary = (out / "summary.md").read_text()
+    assert "| sgd | 2 |" in summary and "Selection: **validation**" in summary
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 2 * 2 * 2
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.ckpt"))
 
@@ -182,16 +188,16 @@ def test_experiment_writes_everything_and_resumes(
 def test_experiment_resumes_an_interrupted_run(
     toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exp = Experiment(methods=["sgd"], epochs=3, seeds=[0], width=16)
+    exp = Experiment(methods=["sgd"], epochs=3, seeds=[0], width=16, validation=64)
     reference = run_experiment(exp, tmp_path / "ref", dataset=toy, progress=False)
     real = compare_mod.train_run
 
-    def crashing(config, dataset, checkpoint=None, on_epoch=None):
+    def crashing(config, dataset, checkpoint=None, on_epoch=None, **kwargs):
         def hook(record):
             if record["epoch"] == 2:
                 raise _Crash
 
-        return real(config, dataset, checkpoint=checkpoint, on_epoch=hook)
+        return real(config, dataset, checkpoint=checkpoint, on_epoch=hook, **kwargs)
 
     monkeypatch.setattr(compare_mod, "train_run", crashing)
     with pytest.raises(_Crash):
@@ -200,6 +206,7 @@ def test_experiment_resumes_an_interrupted_run(
     monkeypatch.setattr(compare_mod, "train_run", real)
     resumed = run_experiment(exp, tmp_path / "out", dataset=toy, progress=False)
     assert _stable(resumed[0].history) == _stable(reference[0].history)
+    assert torch.equal(resumed[0].test_correct, reference[0].test_correct)
 
 
 def test_experiment_validation() -> None:
@@ -227,7 +234,7 @@ def test_paired_test_and_holm() -> None:
     b = [0.94, 0.95, 0.955, 0.95, 0.945]
     res = paired_test(a, b)
     assert res["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
-    assert res["mean_diff"] > 0 and res["cohens_dz"] > 0
+    assert res["mean_diff"] > 0 and res["cohens_dz"] > 0 and res["reason"] is None
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert math.isnan(holm([float("nan"), 0.01])[0])
 

@@ -156,7 +156,12 @@ def test_in_range_edge_values_are_accepted() -> None:
 
 @pytest.mark.parametrize(
     "flag, value, size",
-    [("--n-train", "70000", "60000"), ("--n-test", "10001", "10000")],
+    # the quick preset's 2000-image validation split leaves 58000 of MNIST's 60000 for training
+    [
+        ("--n-train", "70000", "58000"),
+        ("--n-test", "10001", "10000"),
+        ("--validation", "60000", "60000"),
+    ],
 )
 def test_more_samples_than_the_dataset_has_are_refused(
     flag: str, value: str, size: str, tmp_path: Path, capsys: pytest.CaptureFixture, no_training
@@ -181,6 +186,7 @@ OTHER_EXPERIMENT = [
     (["--weight-decay", "0.001"], "weight_decay: saved 0.0, now 0.001"),
     (["--schedule", "cosine"], "schedule: saved 'constant', now 'cosine'"),
     (["--dataset", "fashion-mnist"], "dataset: saved 'mnist', now 'fashion-mnist'"),
+    (["--validation", "1000"], "validation: saved 2000, now 1000"),
 ]
 
 
@@ -200,11 +206,11 @@ def test_checkpoint_of_another_experiment_is_not_resumed(
     """A killed run's checkpoint (experiment.json gone too) is refused under other settings."""
     real = compare_mod.train_run
 
-    def killed_after_epoch_one(config, dataset, checkpoint=None, on_epoch=None):
+    def killed_after_epoch_one(config, dataset, checkpoint=None, on_epoch=None, **kwargs):
         def hook(record):
             raise KeyboardInterrupt
 
-        return real(config, dataset, checkpoint=checkpoint, on_epoch=hook)
+        return real(config, dataset, checkpoint=checkpoint, on_epoch=hook, **kwargs)
 
     shutil.rmtree(out)
     monkeypatch.setattr(compare_mod, "train_run", killed_after_epoch_one)

@@ -1,7 +1,9 @@
 """``advopt``: the command-line front end of the harness.
 
 Subcommands: ``compare`` (train methods over seeds, write results, plots and the statistics table),
-``report`` (rebuild table and plots from a results directory), ``methods`` (list what can be
+``tune`` (the same tuning budget for every method, on the validation split: :mod:`.tune`),
+``report`` (rebuild table and plots from a results directory), ``profile`` (performance profile of
+time-to-target across result directories: :mod:`.profiles`), ``methods`` (list what can be
 compared), ``data`` (find or download a dataset and describe it), and the μP study commands
 (``mu-transfer``, ``coord-check``) of :mod:`.mup_study`.
 """
@@ -22,10 +24,14 @@ __all__ = ["build_parser", "main"]
 
 EPILOG = """examples:
   advopt compare                                   # every method, bundled MNIST, MLP, quick preset
-  advopt compare --preset full --methods sgd,adam  # 5 seeds x 15 epochs on the full training set
+  advopt tune --preset full --trials 20 --out results/tune-mlp     # equal tuning budget per method
+  advopt compare --preset full --tuned results/tune-mlp/tuning.json  # 5 seeds at the tuned settings
+  advopt compare --preset full --methods sgd,adam  # 5 seeds x 15 epochs, 784-512-512-10, 10k val
   advopt compare --arch cnn --methods adam,fer-adam --epochs 5 --seeds 3
   advopt compare --opt fer-adam:fer_weight=0.2 --methods adam,fer-adam
   advopt report --out results/mnist-mlp-quick      # rebuild summary.md and plots from runs/
+  advopt compare --preset full --arch cnn --width 16 --n-train 20000   # the CNN study
+  advopt profile results/mnist-mlp-full results/mnist-cnn-full   # time-to-target profile
 """
 
 
@@ -96,6 +102,16 @@ def _momentum(text: str) -> float:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text}")
+    return value
+
+
 def _nonnegative(text: str) -> float:
     value = _real(text)
     if value < 0:
@@ -124,33 +140,27 @@ _TRUST_HELP = (
 )
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
+def _preset_text(presets: dict[str, dict[str, Any]]) -> str:
+    unset = {"n_train": "all", "n_test": "all", "validation": "dataset default", "depth": "default"}
+    lines = []
+    for name, preset in presets.items():
+        parts = [f"{k}={unset.get(k, v) if v is None else v}" for k, v in preset.items()]
+        lines.append(f"  {name:<6} " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def _add_workload(p: argparse.ArgumentParser, what: str) -> None:
+    """The flags that define a workload (data, model, optimisation), shared by compare and tune."""
     from .compare import PRESETS
     from .data import DATASETS
-    from .methods import method_summaries
     from .models import ARCHITECTURES
     from .train import SCHEDULES
 
-    listing = "\n".join(f"  {name:<14} {text}" for name, text in method_summaries().items())
-    p = sub.add_parser(
-        "compare",
-        help="train methods over seeds; write results, plots and a statistics table",
-        description=(
-            "Train every chosen method under every seed on one dataset and model, then write\n"
-            "results.json, results.csv, summary.md (mean, std, 95% CI, paired tests against the\n"
-            "sgd/adam baselines) and plots/*.png into --out. Re-running into the same --out resumes:\n"
-            "finished runs are kept, an interrupted run continues from its last epoch.\n\n"
-            f"methods:\n{listing}\n\npresets:\n"
-            + "\n".join(f"  {k:<6} {v}" for k, v in PRESETS.items())
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     p.add_argument(
         "--preset",
         choices=list(PRESETS),
         default="quick",
-        help="defaults for --epochs, --seeds, --n-train, --n-test (default: quick)",
+        help=f"defaults for {what} (default: quick; see the list above)",
     )
     p.add_argument(
         "--methods",
@@ -159,7 +169,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="comma-separated method names (default: all registered methods)",
     )
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="default: mnist (bundled)")
-    p.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="model (default: mlp)")
+    p.add_argument(
+        "--arch", choices=ARCHITECTURES, default=None, help="model (default: the preset's)"
+    )
     p.add_argument(
         "--width",
         type=_positive_int,
@@ -170,22 +182,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "--depth",
         type=int,
         default=None,
-        help="hidden layers (mlp, default 1) or conv blocks (cnn, default 2)",
+        help="hidden layers (mlp: default 1, full preset 2) or conv blocks (cnn: default 2); "
+        "the CNN study: --preset full --arch cnn",
     )
     p.add_argument("--epochs", type=_positive_int, default=None, help="epochs per run")
-    p.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=None,
-        help="a count N (seeds 0..N-1) or a comma list of seeds",
-    )
     p.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
-    p.add_argument(
-        "--lr",
-        type=_learning_rate,
-        default=None,
-        help="learning rate (> 0) for every method (default: each method's own default)",
-    )
     p.add_argument(
         "--momentum", type=_momentum, default=0.9, help="for SGD-based methods, in [0, 1) (0.9)"
     )
@@ -198,16 +199,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "(default: the preset's — quick: constant, full: cosine)",
     )
     p.add_argument(
+        "--validation",
+        type=_nonnegative_int,
+        default=None,
+        metavar="N",
+        help="validation split: the last N training images (default: the preset's — quick 2000, "
+        "full the dataset's default: 10000 for MNIST/Fashion-MNIST, 5000 for CIFAR-10); every "
+        "selection is made on it. 0 = no validation split (smoke tests and legacy comparisons "
+        "only: then the test set is evaluated every epoch and the report says so)",
+    )
+    p.add_argument(
         "--n-train",
         type=_positive_int,
         default=None,
-        help="use the first N training samples (default: preset)",
-    )
-    p.add_argument(
-        "--n-test",
-        type=_positive_int,
-        default=None,
-        help="use the first N test samples (default: preset)",
+        help="use the first N training samples left after the validation split (default: preset)",
     )
     p.add_argument(
         "--opt",
@@ -218,23 +223,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="a method option, e.g. fer-adam:fer_weight=0.2 (repeatable)",
     )
     p.add_argument(
-        "--target",
-        type=float,
-        default=None,
-        help="target accuracy for time-to-target (default: the adam/sgd mean final)",
-    )
-    p.add_argument(
         "--data-dir",
         default=None,
         help="directory with the dataset files (default: $ADVOPT_DATA_DIR, ./data, "
         "~/.cache/advanced_optimizers, bundled MNIST, then download)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output directory (default: results/<dataset>-<arch>-<preset>); one compare "
-        "at a time may write into it, and it only ever resumes the same experiment",
     )
     p.add_argument(
         "--device",
@@ -251,14 +243,36 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "while other work shares the machine",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_compare)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import PRESETS, Experiment, run_experiment
+def _workload(args: argparse.Namespace) -> dict[str, Any]:
+    """The workload settings of ``args`` with the preset's defaults filled in."""
+    from .compare import PRESETS
+
+    preset = PRESETS[args.preset]
+    options: dict[str, dict[str, Any]] = {}
+    for method, key, value in args.opt:
+        options.setdefault(method, {})[key] = value
+    return {
+        "methods": args.methods or [],
+        "dataset": args.dataset,
+        "arch": args.arch or preset["arch"],
+        "width": args.width,
+        "depth": args.depth if args.depth is not None else preset["depth"],
+        "epochs": args.epochs or preset["epochs"],
+        "batch_size": args.batch_size,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "n_train": args.n_train or preset["n_train"],
+        "validation": args.validation if args.validation is not None else preset["validation"],
+        "schedule": args.schedule or preset["schedule"],
+        "method_options": options,
+    }
+
+
+def _setup_device(args: argparse.Namespace) -> Any:
     from .device import resolve_device
-    from .distributed import init_from_env, is_main
-    from .report import markdown_table, summarize
+    from .distributed import init_from_env
 
     device = resolve_device(args.device)
     init_from_env(device)
@@ -266,36 +280,114 @@ def cmd_compare(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    return device
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .compare import PRESETS
+    from .methods import method_summaries
+
+    listing = "\n".join(f"  {name:<14} {text}" for name, text in method_summaries().items())
+    p = sub.add_parser(
+        "compare",
+        help="train methods over seeds; write results, plots and a statistics table",
+        description=(
+            "Train every chosen method under every seed on one dataset and model, then write\n"
+            "results.json, results.csv, summary.md (failures counted; bootstrap CIs; paired tests\n"
+            "against the sgd/adam baselines and the peers) and plots/*.png into --out. Every run is\n"
+            "measured on the validation split each epoch and on the test set once, after its last\n"
+            "epoch. With --tuned, each method runs at its best setting from advopt tune.\n"
+            "Re-running into the same --out resumes: finished runs are kept (a failed run too,\n"
+            "unless --retry-failed), an interrupted run continues from its last epoch.\n\n"
+            f"methods:\n{listing}\n\npresets:\n{_preset_text(PRESETS)}"
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_workload(
+        p, "--arch, --depth, --epochs, --seeds, --n-train, --n-test, --validation, --schedule"
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="a count N (seeds 0..N-1) or a comma list of seeds",
+    )
+    p.add_argument(
+        "--lr",
+        type=_learning_rate,
+        default=None,
+        help="learning rate (> 0) for every method (default: each method's own default, or "
+        "its tuned one with --tuned)",
+    )
+    p.add_argument(
+        "--tuned",
+        type=Path,
+        default=None,
+        metavar="TUNING_JSON",
+        help="run every method at its best learning rate and option from this tuning.json of "
+        "advopt tune (default --methods: the tuned ones); recorded in experiment.json",
+    )
+    p.add_argument(
+        "--n-test",
+        type=_positive_int,
+        default=None,
+        help="use the first N test samples (default: preset)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="target validation accuracy for time-to-target (default: the best baseline's median "
+        "final validation accuracy)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="train again the runs recorded as failed (by default a failed run's file is final)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: results/<dataset>-<arch>-<preset>); one compare "
+        "at a time may write into it, and it only ever resumes the same experiment",
+    )
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import PRESETS, Experiment, apply_tuning, run_experiment
+    from .distributed import is_main
+    from .report import markdown_table, summarize
+
+    device = _setup_device(args)
     preset = PRESETS[args.preset]
-    options: dict[str, dict[str, Any]] = {}
-    for method, key, value in args.opt:
-        options.setdefault(method, {})[key] = value
+    workload = _workload(args)
+    if args.tuned is not None and not workload["methods"]:
+        from .tune import read_tuning
+
+        try:
+            workload["methods"] = list(read_tuning(args.tuned)["methods"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"--tuned {args.tuned} cannot be read ({exc})") from None
     experiment = Experiment(
-        methods=args.methods or [],
-        dataset=args.dataset,
-        arch=args.arch,
-        width=args.width,
-        depth=args.depth,
-        epochs=args.epochs or preset["epochs"],
+        **workload,
         seeds=args.seeds or preset["seeds"],
-        batch_size=args.batch_size,
         lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        n_train=args.n_train or preset["n_train"],
         n_test=args.n_test or preset["n_test"],
-        schedule=args.schedule or preset["schedule"],
-        method_options=options,
         device=device.type,
     )
-    out = args.out or Path("results") / f"{args.dataset}-{args.arch}-{args.preset}"
+    if args.tuned is not None:
+        experiment = apply_tuning(experiment, args.tuned)
+    out = args.out or Path("results") / f"{args.dataset}-{experiment.arch}-{args.preset}"
     runs = run_experiment(
         experiment,
         out,
         data_dir=args.data_dir,
         progress=not args.no_progress,
         check_sums=not args.trust_local_data,
+        retry_failed=args.retry_failed,
     )
     if not is_main():
         return 0
@@ -309,6 +401,157 @@ def cmd_compare(args: argparse.Namespace) -> int:
         f"results: {out / 'results.json'}\n         {out / 'results.csv'}\n"
         f"table:   {out / 'summary.md'}\nplots:   {out / 'plots'}"
     )
+    return 0
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from .compare import PRESETS
+
+    p = sub.add_parser(
+        "tune",
+        help="tune every method's learning rate (and one option) with the same budget (Optuna)",
+        description=(
+            "Give every method the same budget of --trials training runs over its learning rate\n"
+            "(log-uniform in [default/F, default*F], F = --lr-factor) and at most one option of its\n"
+            "own, scored by the final-epoch validation accuracy; the test set is never loaded.\n"
+            "One Optuna study per (workload, method) in one database (--storage; SQLite by\n"
+            "default): re-running resumes, and several workers (`advopt tune ... &` twice, or on\n"
+            "other machines sharing a database server) share the budget exactly. Writes\n"
+            "tuning.json (protocol, budget, spaces, sampler, every trial, best settings) and\n"
+            "plots/lr_sensitivity.png into --out; then run the final runs with\n"
+            "`advopt compare --tuned OUT/tuning.json --preset ...`.\n\n"
+            f"presets (workload defaults):\n{_preset_text(PRESETS)}"
+        ),
+        epilog=(
+            "examples:\n"
+            "  advopt tune --methods adam,sgd --trials 20 --preset full --out results/tune-mlp\n"
+            "  advopt tune --methods fer-adam --space fer-adam:consistency_threshold=0.0,0.5,0.9\n"
+            "  advopt tune --trials 20 --out results/tune & advopt tune --trials 20 --out results/tune\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_workload(p, "--arch, --depth, --epochs, --n-train, --validation, --schedule")
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        required=True,
+        help="the budget: finished trials per method (the same for every method)",
+    )
+    p.add_argument("--sampler", choices=("tpe", "grid"), default="tpe", help="default: tpe")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="sampler seed (default: 0)")
+    p.add_argument("--pruner", choices=("median", "none"), default="median", help="default: median")
+    p.add_argument(
+        "--lr-factor",
+        type=_real,
+        default=10.0,
+        help="learning rates are searched in [default/F, default*F] (default: 10)",
+    )
+    p.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="METHOD:NAME=V1,V2",
+        help="tune this categorical option of METHOD instead of its declared one "
+        "(METHOD:none: the learning rate only); repeatable",
+    )
+    p.add_argument(
+        "--study",
+        default=None,
+        help="workload name; the studies are <study>:<method> (default: <dataset>-<arch>)",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL shared by the workers (default: sqlite:///<out>/tune.db)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory for tuning.json and plots (default: results/tune-<study>)",
+    )
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "advopt tune needs Optuna, which comes with the bench extra: "
+            "pip install 'advanced_optimizers[bench]' (or pip install optuna)"
+        ) from None
+    from .tune import TuneConfig, parse_space, run_tuning, tuning_table
+
+    device = _setup_device(args)
+    workload = _workload(args)
+    spaces = dict(parse_space(text) for text in args.space)
+    config = TuneConfig(
+        **workload,
+        trials=args.trials,
+        sampler=args.sampler,
+        seed=args.seed,
+        pruner=args.pruner,
+        lr_factor=args.lr_factor,
+        study=args.study,
+        spaces=spaces,
+        device=device.type,
+    )
+    out = args.out or Path("results") / f"tune-{config.study}"
+    report = None if not args.no_progress else (lambda line: None)
+    record = run_tuning(
+        config,
+        out,
+        storage=args.storage,
+        data_dir=args.data_dir,
+        check_sums=not args.trust_local_data,
+        report=report,
+    )
+    print(tuning_table(record))
+    print(f"tuning:  {out / 'tuning.json'}\nplot:    {out / 'plots' / 'lr_sensitivity.png'}")
+    print(f"storage: {record['storage']}")
+    print(f"final runs: advopt compare --tuned {out / 'tuning.json'} --preset {args.preset} ...")
+    return 0
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="performance profile of time-to-target across result directories (workloads)",
+        description=(
+            "AlgoPerf-style performance profile: for each method, the fraction of workloads\n"
+            "(compare result directories, e.g. the MLP and the CNN study) on which its median time\n"
+            "to the workload's validation target is within tau x the fastest method's, as a step\n"
+            "function of tau; never reached (or failed in most runs) = infinity. Writes\n"
+            "profile.png, profile.json and profile.md into --out."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dirs", nargs="+", type=Path, help="results directories written by compare")
+    p.add_argument(
+        "--time",
+        choices=("seconds", "epochs"),
+        default="seconds",
+        help="training seconds (default) or epochs to target",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("results") / "profile", help="default: results/profile"
+    )
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .atomic import write_json, write_text
+    from .plots import plot_profile
+    from .profiles import performance_profile, profile_table
+
+    profile = performance_profile(args.dirs, args.time)
+    table = profile_table(profile)
+    write_json(args.out / "profile.json", profile)
+    write_text(args.out / "profile.md", table)
+    plot_profile(profile, args.out / "profile.png")
+    print(table)
+    print(f"profile: {args.out / 'profile.png'}\n         {args.out / 'profile.json'}")
     return 0
 
 
@@ -443,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_compare, _add_report, _add_methods, _add_data):
+    for add in (_add_compare, _add_tune, _add_report, _add_profile, _add_methods, _add_data):
         add(sub)
     for name in _EXTENSIONS:
         importlib.import_module(name).register_cli(sub)

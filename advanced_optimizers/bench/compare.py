@@ -4,16 +4,36 @@ Output directory layout::
 
     <out>/experiment.json          what was asked (compared on resume, never silently replaced)
     <out>/.lock                    held (flock) by the one compare process writing here
-    <out>/runs/<method>/seed<k>.json   one finished run (config, per-epoch history, correctness)
+    <out>/runs/<method>/seed<k>.json   one finished run (config, status, per-epoch history,
+                                       validation correctness per epoch, test correctness once)
     <out>/runs/<method>/seed<k>.ckpt   an unfinished run's last epoch (deleted when it finishes)
     <out>/results.json             experiment, environment, every run's history and flip metrics,
                                    and the summary
     <out>/results.csv              one row per (method, seed, epoch)
-    <out>/summary.md               the statistics table (mean, std, 95% CI, tests vs. baselines)
+    <out>/summary.md               the statistics table (failures counted, bootstrap CIs, tests)
     <out>/plots/*.png              accuracy / loss against epoch and wall-clock, flips
 
 Every file is written atomically. Re-running into the same directory resumes: finished
 (method, seed) runs are loaded, not redone, and an interrupted run continues from its last epoch.
+A run that failed (diverged, or stayed at chance; see :mod:`.train`) is finished too: its file is
+final and it is not retried unless ``retry_failed`` (``advopt compare --retry-failed``) asks.
+
+**Protocol.** The experiment carves a validation split off the end of the training set
+(``validation``: by default the dataset's ``VALIDATION_DEFAULTS`` — 10 000 images for MNIST and
+Fashion-MNIST, 5 000 for CIFAR-10; 0 only for smoke tests and legacy comparisons, then labelled "no
+validation split"); ``n_train`` takes the first samples of what is left. Every run is measured on the
+validation split each epoch and on the test set once, after its last epoch. Learning rates and
+options are per method: ``method_lrs`` / ``method_options``, set from ``advopt tune``'s
+``tuning.json`` by :func:`apply_tuning` (``advopt compare --tuned``); ``tuning`` records where each
+method's settings came from.
+
+Presets (``PRESETS``): ``quick`` is the CI-fast smoke comparison (``make run``: every method on
+the MLP 784-512-10, 3 epochs, 2 seeds, 10 000 training images, a 2 000-image validation split);
+``full`` is the study's protocol: the MLP 784-512-512-10 (two hidden layers), 10 000 validation
+images, the remaining 50 000 for training, 5 seeds, 15 epochs, cosine schedule. The CNN study is the
+same protocol with ``--arch cnn`` (``advopt compare --preset full --arch cnn``: the preset's depth 2
+is the CNN's two conv blocks); size it with ``--width`` (first conv channels), ``--depth`` (blocks),
+``--n-train`` and ``--epochs``.
 
 Resuming is only ever done into the same experiment. Every run file and checkpoint records the
 run's full fingerprint (:class:`~.train.RunConfig`: method and options, model, optimisation settings,
@@ -39,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -52,7 +73,7 @@ import torch
 
 from .._validation import check_choice, check_int
 from .atomic import write_json
-from .data import DATASETS, Dataset, load_dataset
+from .data import DATASETS, VALIDATION_DEFAULTS, Dataset, load_dataset
 from .device import DEVICES, resolve_device
 from .distributed import barrier, is_main, raise_together, world_size
 from .methods import available_methods, get_method
@@ -72,23 +93,30 @@ try:  # POSIX; elsewhere the output directory is not locked
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["PRESETS", "Experiment", "load_runs", "run_experiment"]
+__all__ = ["PRESETS", "Experiment", "apply_tuning", "load_runs", "run_experiment"]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # About a minute on 2 CPU cores with every registered method on the MNIST MLP.
+    # About a minute on 2 CPU cores with every registered method on the MNIST MLP (784-512-10).
     "quick": {
+        "arch": "mlp",
+        "depth": None,
         "epochs": 3,
         "seeds": [0, 1],
         "n_train": 10_000,
         "n_test": 10_000,
+        "validation": 2_000,
         "schedule": "constant",
     },
-    # The study: the whole training set, 5 seeds, learning rates annealed to zero (cosine).
+    # The study's protocol: MLP 784-512-512-10, 10k validation images, the other 50k for
+    # training, 5 seeds, learning rates annealed to zero (cosine).
     "full": {
+        "arch": "mlp",
+        "depth": 2,
         "epochs": 15,
         "seeds": [0, 1, 2, 3, 4],
         "n_train": None,
         "n_test": None,
+        "validation": None,  # the dataset's default: 10k for MNIST
         "schedule": "cosine",
     },
 }
@@ -96,7 +124,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class Experiment:
-    """A grid of runs: every method in ``methods`` under every seed in ``seeds``."""
+    """A grid of runs: every method in ``methods`` under every seed in ``seeds``.
+
+    ``validation``: images carved off the end of the training set (``None``: the dataset's default,
+    resolved here; 0: no validation split). ``lr``: one learning rate for every method (``None``:
+    each method's default) unless ``method_lrs`` names the method. ``tuning``: per method, where its
+    ``method_lrs`` / ``method_options`` came from (set by :func:`apply_tuning`).
+    """
 
     methods: list[str] = field(default_factory=list)
     dataset: str = "mnist"
@@ -114,6 +148,9 @@ class Experiment:
     schedule: str = "constant"
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
+    validation: int | None = None
+    method_lrs: dict[str, float] = field(default_factory=dict)
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         registered = available_methods()
@@ -122,11 +159,13 @@ class Experiment:
         for name in self.methods:
             if name not in registered:
                 raise ValueError(f"methods must be among {', '.join(registered)}; got {name!r}")
-        unknown = set(self.method_options) - set(self.methods)
-        if unknown:
-            raise ValueError(
-                f"method_options name methods not in the experiment: {sorted(unknown)}"
-            )
+        for name in ("method_options", "method_lrs", "tuning"):
+            unknown = set(getattr(self, name)) - set(self.methods)
+            if unknown:
+                raise ValueError(f"{name} name methods not in the experiment: {sorted(unknown)}")
+        for method, lr in self.method_lrs.items():
+            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+                raise ValueError(f"method_lrs[{method!r}] must be a finite number > 0, got {lr!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
         if self.arch not in ARCHITECTURES:
@@ -139,6 +178,9 @@ class Experiment:
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
+        if self.validation is None:
+            self.validation = VALIDATION_DEFAULTS[self.dataset]
+        check_int("validation", self.validation, 0)
         for name in self.methods:  # fail now, not an hour in, on a bad option
             get_method(name, **self.method_options.get(name, {}))
         self.run_config(self.methods[0], self.seeds[0])  # checks epochs, lr, momentum, ...
@@ -151,11 +193,12 @@ class Experiment:
         device: torch.device | str | None = None,
     ) -> RunConfig:
         """The config of one run; with ``dataset`` and ``device``, including its fingerprint."""
-        data = {}
+        data: dict[str, Any] = {}
         if dataset is not None:
             data = {
                 "dataset": dataset.name,
                 "n_train": dataset.n_train,
+                "n_val": dataset.n_val,
                 "n_test": dataset.n_test,
                 "data_id": data_id(dataset),
             }
@@ -169,7 +212,7 @@ class Experiment:
             depth=self.depth,
             epochs=self.epochs,
             batch_size=self.batch_size,
-            lr=self.lr,
+            lr=self.method_lrs.get(method, self.lr),
             momentum=self.momentum,
             weight_decay=self.weight_decay,
             seed=seed,
@@ -179,6 +222,85 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# What a tuning study and the final runs at its settings must share (epochs, n_train, n_test and
+# seeds may differ: tuning on a shorter or smaller budget is the user's documented choice).
+TUNING_MUST_MATCH = (
+    "dataset",
+    "arch",
+    "width",
+    "depth",
+    "validation",
+    "batch_size",
+    "schedule",
+    "momentum",
+    "weight_decay",
+)
+
+
+def apply_tuning(experiment: Experiment, tuning_file: str | os.PathLike) -> Experiment:
+    """``experiment`` with each method's tuned learning rate and option from ``tuning_file``.
+
+    ``tuning_file`` is the ``tuning.json`` of ``advopt tune``; every method of the experiment must
+    have been tuned there (equal budgets: a method cannot be compared at a tuned setting against
+    one at a default), under the same workload (``TUNING_MUST_MATCH``). Options given explicitly in
+    ``experiment.method_options`` are kept unless they are the tuned option.
+    """
+    import hashlib
+
+    path = Path(tuning_file)
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+        protocol, methods = data["protocol"], data["methods"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"--tuned {path} is not a readable tuning.json of advopt tune ({type(exc).__name__}: "
+            f"{str(exc)[:80]})"
+        ) from None
+    wanted = experiment.to_dict()
+    differ = [
+        f"{key}: tuned {protocol.get(key)!r}, now {wanted[key]!r}"
+        for key in TUNING_MUST_MATCH
+        if protocol.get(key) != wanted[key]
+    ]
+    if differ:
+        raise ValueError(f"--tuned {path} was tuned on another workload ({'; '.join(differ)})")
+    if experiment.lr is not None:
+        raise ValueError("--lr and --tuned exclude each other: the tuned learning rates are used")
+    lrs = dict(experiment.method_lrs)
+    options = {m: dict(o) for m, o in experiment.method_options.items()}
+    provenance = dict(experiment.tuning)
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    for method in experiment.methods:
+        entry = methods.get(method)
+        if entry is None:
+            raise ValueError(
+                f"method {method!r} was not tuned in {path} (tuned: {', '.join(methods)}); every "
+                "method of a tuned comparison needs the same tuning budget"
+            )
+        best = entry.get("best")
+        if not best:
+            raise ValueError(
+                f"method {method!r} has no completed trial in {path}; run advopt tune to its budget"
+            )
+        params = dict(best["params"])
+        lrs[method] = float(params.pop("lr"))
+        if params:
+            options.setdefault(method, {}).update(params)
+        provenance[method] = {
+            "file": str(path),
+            "sha256": digest,
+            "study": entry.get("study"),
+            "trial": best.get("number"),
+            "val_acc": best.get("value"),
+            "params": best["params"],
+            "budget": data.get("budget", {}).get("trials"),
+        }
+    return dataclasses.replace(
+        experiment, method_lrs=lrs, method_options=options, tuning=provenance
+    )
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
@@ -199,7 +321,8 @@ def _run_paths(out: Path, method: str, seed: int) -> tuple[Path, Path]:
     return base.with_suffix(".json"), base.with_suffix(".ckpt")
 
 
-GRID_KEYS = ("methods", "seeds", "method_options")  # may grow on resume; every other key may not
+# may grow on resume; every other key may not
+GRID_KEYS = ("methods", "seeds", "method_options", "method_lrs", "tuning")
 _START_FRESH = "to start fresh, pass another --out or delete {out}"
 
 
@@ -228,7 +351,10 @@ def read_run_file(path: Path) -> RunResult:
             f"run file {path} {what} ({type(exc).__name__}: {str(exc)[:80]}); it is damaged or "
             "was not written by advopt: delete it to run that (method, seed) again"
         ) from None
-    if epochs != result.config.epochs or result.correct.shape[0] != epochs:
+    complete = epochs == result.config.epochs or (
+        not result.ok and 0 < epochs <= result.config.epochs
+    )
+    if not complete or result.correct.shape[0] != epochs:
         raise ValueError(
             f"run file {path} is incomplete ({epochs} epochs of history, "
             f"{result.correct.shape[0]} rows of correctness, {result.config.epochs} planned); "
@@ -340,16 +466,17 @@ def _merge_experiment(out: Path, record: dict[str, Any]) -> dict[str, Any] | Non
         raise ValueError(
             f"{out} holds another experiment ({'; '.join(differences)}); {_fresh(out)}"
         )
-    options = {
-        m: o for m, o in saved.get("method_options", {}).items() if m not in record["methods"]
-    }
-    options.update(record["method_options"])
+    per_method = {}
+    for key in ("method_options", "method_lrs", "tuning"):
+        kept = {m: o for m, o in saved.get(key, {}).items() if m not in record["methods"]}
+        kept.update(record[key])
+        per_method[key] = kept
     merged = {
         **record,
         "methods": list(saved.get("methods", []))
         + [m for m in record["methods"] if m not in saved.get("methods", [])],
         "seeds": sorted(set(saved.get("seeds", [])) | set(record["seeds"])),
-        "method_options": options,
+        **per_method,
     }
     return None if merged == saved else merged
 
@@ -429,9 +556,27 @@ def _remove_if_unused(out: Path) -> None:
 
 
 def prepare_data(
-    experiment: Experiment, data_dir: str | None = None, check_sums: bool = True
+    experiment: Experiment,
+    data_dir: str | None = None,
+    check_sums: bool = True,
+    dataset: Dataset | None = None,
 ) -> Dataset:
-    dataset = load_dataset(experiment.dataset, data_dir=data_dir, check_sums=check_sums)
+    """The experiment's data: validation split carved off the training set, then the subsets.
+
+    ``dataset``: these tensors instead of loading ``experiment.dataset``. If it already has a
+    validation split, that split must be ``experiment.validation`` samples; otherwise the last
+    ``experiment.validation`` training samples become it.
+    """
+    if dataset is None:
+        dataset = load_dataset(experiment.dataset, data_dir=data_dir, check_sums=check_sums)
+    if dataset.n_val:
+        if dataset.n_val != experiment.validation:
+            raise ValueError(
+                f"the dataset given has a validation split of {dataset.n_val} samples, the "
+                f"experiment asks for {experiment.validation} (--validation)"
+            )
+    else:
+        dataset = dataset.split_validation(experiment.validation)
     return dataset.subset(experiment.n_train, experiment.n_test)
 
 
@@ -442,17 +587,22 @@ def run_experiment(
     dataset: Dataset | None = None,
     progress: bool = True,
     check_sums: bool = True,
+    retry_failed: bool = False,
 ) -> list[RunResult]:
     """Run (or resume) every (method, seed) of ``experiment``; write all result files.
 
-    ``dataset``: use these tensors instead of loading ``experiment.dataset`` (its first
-    ``experiment.n_train`` / ``n_test`` samples when those are set). ``check_sums``: see
-    :func:`~.data.load_dataset`. Every check described in the module docstring runs before the
-    first epoch; on failure nothing in ``out_dir`` has changed.
+    ``dataset``: use these tensors instead of loading ``experiment.dataset`` (see
+    :func:`prepare_data`: the validation split is carved off it, then its first
+    ``experiment.n_train`` / ``n_test`` samples are used when those are set). ``check_sums``: see
+    :func:`~.data.load_dataset`. ``retry_failed``: train again the runs whose file records a
+    failure (by default a failed run is final). Every check described in the module docstring runs
+    before the first epoch; on failure nothing in ``out_dir`` has changed.
     """
     out = Path(out_dir)
     with contextlib.ExitStack() as stack:
         finished, configs, dataset = _prepare(stack, experiment, out, data_dir, dataset, check_sums)
+        if retry_failed:
+            finished = {key: run for key, run in finished.items() if run.ok}
         return _run_all(experiment, out, configs, finished, dataset, progress)
 
 
@@ -478,10 +628,7 @@ def _prepare(
             created = _check_out_dir(out, experiment.methods)
             stack.enter_context(output_lock(out))
             update = _merge_experiment(out, record)
-        if dataset is None:
-            dataset = prepare_data(experiment, data_dir, check_sums)
-        else:
-            dataset = dataset.subset(experiment.n_train, experiment.n_test)
+        dataset = prepare_data(experiment, data_dir, check_sums, dataset)
         configs = {
             (m, s): experiment.run_config(m, s, dataset, device)
             for s in experiment.seeds
@@ -524,11 +671,12 @@ def _run_all(
             bar.set_description(f"{method} seed {seed}")
             shown = 0
 
-            def show(record: dict[str, float]) -> None:
+            def show(record: dict[str, Any]) -> None:
                 nonlocal shown
                 shown += 1
                 bar.update(1)
-                bar.set_postfix(acc=f"{record['test_acc']:.4f}", loss=f"{record['train_loss']:.3f}")
+                acc = record["val_acc"] if "val_acc" in record else record["test_acc"]
+                bar.set_postfix(acc=f"{acc:.4f}", loss=f"{record['train_loss']:.3f}")
 
             barrier()  # every rank starts from the same checkpoint
             result = train_run(config, dataset, checkpoint=ckpt_path, on_epoch=show)

@@ -18,6 +18,11 @@ Adding a method: subclass :class:`Method` in a module of ``advanced_optimizers.b
 
         def build_optimizer(self, model, setup):
             return MyOptimizer(model.parameters(), lr=setup.lr)
+
+Tuning (``advopt tune``, :mod:`.tune`): every method gets the same budget of trials over its learning
+rate and at most one option of its own, declared by ``tuned_option`` (a :class:`TuneOption`; ``None``,
+the default, tunes the learning rate only — the baselines' and peers' case). For example FER's
+``tuned_option = TuneOption("consistency_threshold", choices=(0.0, 0.9))``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "EpochInfo",
     "Method",
     "Setup",
+    "TuneOption",
     "available_methods",
     "get_method",
     "method_summaries",
@@ -79,6 +85,48 @@ class Setup:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TuneOption:
+    """The one algorithm-specific option ``advopt tune`` searches besides the learning rate.
+
+    Either categorical (``choices``) or numeric (``low``..``high``, log-uniform when ``log``, integers
+    when ``integer``). ``name`` must be one of the method's options.
+    """
+
+    name: str
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        numeric = self.low is not None or self.high is not None
+        if bool(self.choices) == numeric:
+            raise ValueError(
+                f"TuneOption {self.name!r}: give either choices or a low..high range, not both"
+            )
+        if numeric:
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"TuneOption {self.name!r}: needs low < high")
+            if self.log and self.low <= 0:
+                raise ValueError(f"TuneOption {self.name!r}: a log range needs low > 0")
+        elif len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError(f"TuneOption {self.name!r}: choices must be distinct")
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.choices:
+            return {"name": self.name, "type": "categorical", "choices": list(self.choices)}
+        kind = "int" if self.integer else "float"
+        return {
+            "name": self.name,
+            "type": kind,
+            "low": self.low,
+            "high": self.high,
+            "log": self.log,
+        }
+
+
 class Method:
     """Base class of a training method. The defaults describe plain cross-entropy training.
 
@@ -94,6 +142,7 @@ class Method:
     summary: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3
     option_sources: ClassVar[tuple[OptionSource, ...]] = ()
+    tuned_option: ClassVar[TuneOption | None] = None  # advopt tune: at most one option besides lr
 
     def __init__(self, **options: Any) -> None:
         parameters = option_parameters(self.option_sources)

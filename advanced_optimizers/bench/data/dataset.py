@@ -1,10 +1,21 @@
 """In-memory datasets held as tensors, sliced into shuffled mini-batches that carry sample indices.
 
-Images are scaled to [0, 1] and normalised per channel with the training set's mean and std. The
-train/test split is the dataset's official one. Batches are index slices of one tensor: no
-per-sample Python work, no DataLoader. The shuffling order of epoch ``e`` under seed ``s`` depends on
-``(s, e)`` only, so every method sees the same data order for the same seed and a resumed run
-continues with the order it would have had.
+Images are scaled to [0, 1] and normalised per channel with the official training set's mean and std
+(a fixed preprocessing of the pixels, computed once at load time from no labels and no test data). The
+train/test split is the dataset's official one.
+
+**Validation split.** :meth:`Dataset.split_validation` carves a validation split off the *end* of the
+official training set (``VALIDATION_DEFAULTS``: the last 10 000 training images of MNIST and
+Fashion-MNIST, the last 5 000 of CIFAR-10); the rest is the training part, of which
+:meth:`Dataset.subset` takes the first ``n_train``. The split is fixed (no shuffling) and recorded in
+every run's fingerprint (``n_val`` and the validation labels in the data digest). All selection —
+learning rates, options, targets, best epochs — is made on it; the test set is read once per final run
+(see :mod:`..train`). A dataset without a validation split (``n_val == 0``) is the legacy /
+smoke-test mode, labelled "no validation split" wherever its results are shown.
+
+Batches are index slices of one tensor: no per-sample Python work, no DataLoader. The shuffling
+order of epoch ``e`` under seed ``s`` depends on ``(s, e)`` only, so every method sees the same data
+order for the same seed and a resumed run continues with the order it would have had.
 
 The tensors stay in CPU memory; :func:`move_batch` (or the ``device`` argument of the batch
 iterators) moves one batch at a time to the training device with ``non_blocking=True``.
@@ -14,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +44,23 @@ from .sources import (
     not_found_message,
 )
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "move_batch"]
+__all__ = ["DATASETS", "VALIDATION_DEFAULTS", "Dataset", "load_dataset", "move_batch"]
 
 DATASETS = tuple(CATALOG)
+
+# The default validation split: the last N images of the official training set.
+VALIDATION_DEFAULTS: dict[str, int] = {"mnist": 10_000, "fashion-mnist": 10_000, "cifar10": 5_000}
+
+# Training cross-entropy (``train_ce``) is measured in eval mode on the first this many training samples.
+TRAIN_EVAL_SAMPLES = 10_000
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test tensors of one dataset. ``x_*``: (N, C, H, W) float32; ``y_*``: (N,) int64."""
+    """Train, validation and test tensors. ``x_*``: (N, C, H, W) float32; ``y_*``: (N,) int64.
+
+    ``x_val`` / ``y_val`` are ``None`` when there is no validation split (see the module docstring).
+    """
 
     name: str
     x_train: torch.Tensor
@@ -48,6 +68,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -61,9 +83,45 @@ class Dataset:
     def n_test(self) -> int:
         return len(self.y_test)
 
+    @property
+    def n_val(self) -> int:
+        """Samples in the validation split (0: none)."""
+        return 0 if self.y_val is None else len(self.y_val)
+
+    def split_validation(self, n_val: int) -> Dataset:
+        """The last ``n_val`` training samples become the validation split (0: no split, ``self``).
+
+        The training part keeps the first ``n_train - n_val`` samples in their order. A dataset that
+        already has a validation split, or one too small to keep a training part, is a
+        ``ValueError`` naming ``--validation``.
+        """
+        n_val = check_int("validation", n_val, 0)
+        if n_val == 0:
+            return self
+        if self.n_val:
+            raise ValueError(f"{self.name} already has a validation split of {self.n_val} samples")
+        if n_val >= self.n_train:
+            raise ValueError(
+                f"validation (--validation) = {n_val} leaves no training samples of the "
+                f"{self.n_train} of {self.name}; pass fewer"
+            )
+        cut = self.n_train - n_val
+        return replace(
+            self,
+            x_train=self.x_train[:cut],
+            y_train=self.y_train[:cut],
+            x_val=self.x_train[cut:],
+            y_val=self.y_train[cut:],
+        )
+
+    def without_test(self) -> Dataset:
+        """The same data with an empty test split (what tuning works on: it cannot read the test set)."""
+        return replace(self, x_test=self.x_test[:0], y_test=self.y_test[:0])
+
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """The first ``n_train`` / ``n_test`` samples (a fixed, reproducible subset).
 
+        The validation split, if any, is kept whole (``n_train`` counts the training part only).
         Asking for more samples than there are is a ``ValueError`` naming the argument, the value
         and the dataset's size (never a silently smaller subset).
         """
@@ -75,17 +133,21 @@ class Dataset:
         ):
             if wanted > have:
                 flag = "--" + arg.replace("_", "-")
+                after = (
+                    f" left after the {self.n_val}-sample validation split" if self.n_val else ""
+                )
+                if split == "test":
+                    after = ""
                 raise ValueError(
-                    f"{arg} ({flag}) = {wanted} is more than the {have} {split} samples of "
+                    f"{arg} ({flag}) = {wanted} is more than the {have} {split} samples{after} of "
                     f"{self.name}; pass at most {have}, or leave it out to use them all"
                 )
-        return Dataset(
-            self.name,
-            self.x_train[:n_train],
-            self.y_train[:n_train],
-            self.x_test[:n_test],
-            self.y_test[:n_test],
-            self.num_classes,
+        return replace(
+            self,
+            x_train=self.x_train[:n_train],
+            y_train=self.y_train[:n_train],
+            x_test=self.x_test[:n_test],
+            y_test=self.y_test[:n_test],
         )
 
     def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
@@ -114,10 +176,52 @@ class Dataset:
         self, batch_size: int = 1000, device: torch.device | str | None = None
     ) -> Iterator[Batch]:
         """Test batches in order (moved to ``device`` when given)."""
-        for start in range(0, self.n_test, batch_size):
-            index = torch.arange(start, min(start + batch_size, self.n_test))
-            batch = Batch(self.x_test[start : start + batch_size], self.y_test[index], index)
-            yield move_batch(batch, device)
+        return _ordered_batches(self.x_test, self.y_test, batch_size, device)
+
+    def val_batches(
+        self, batch_size: int = 1000, device: torch.device | str | None = None
+    ) -> Iterator[Batch]:
+        """Validation batches in order (none without a validation split)."""
+        if self.y_val is None:
+            return iter(())
+        return _ordered_batches(self.x_val, self.y_val, batch_size, device)
+
+    def train_eval_batches(
+        self,
+        batch_size: int = 1000,
+        device: torch.device | str | None = None,
+        limit: int = TRAIN_EVAL_SAMPLES,
+    ) -> Iterator[Batch]:
+        """The first ``min(limit, n_train)`` training samples in order (for training cross-entropy)."""
+        n = min(limit, self.n_train)
+        return _ordered_batches(self.x_train[:n], self.y_train[:n], batch_size, device)
+
+    def eval_batches(
+        self, split: str, batch_size: int = 1000, device: torch.device | str | None = None
+    ) -> Iterator[Batch]:
+        """Batches of ``split``: ``"test"``, ``"val"`` or ``"train"`` (the train-eval subset)."""
+        check_choice("split", split, ("test", "val", "train"))
+        if split == "test":
+            return self.test_batches(batch_size, device)  # the one door to the test set
+        if split == "val":
+            return self.val_batches(batch_size, device)
+        return self.train_eval_batches(batch_size, device)
+
+    def split_size(self, split: str) -> int:
+        """Samples :meth:`eval_batches` yields for ``split``."""
+        return {
+            "test": self.n_test,
+            "val": self.n_val,
+            "train": min(TRAIN_EVAL_SAMPLES, self.n_train),
+        }[split]
+
+
+def _ordered_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str | None
+) -> Iterator[Batch]:
+    for start in range(0, len(y), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(y)))
+        yield move_batch(Batch(x[start : start + batch_size], y[index], index), device)
 
 
 def move_batch(batch: Batch, device: torch.device | str | None) -> Batch:

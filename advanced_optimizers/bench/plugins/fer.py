@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...fer import FEROptimizer
-from ..methods import AlgorithmMethod, Batch, EpochInfo, Setup, register_algorithm
+from ..methods import AlgorithmMethod, Batch, EpochInfo, Setup, TuneOption, register_algorithm
 
 
 @register_algorithm
@@ -26,6 +26,7 @@ class FERMethod(AlgorithmMethod):
 
     algorithm = "fer"
     harness_supplied = frozenset({"memory_size", "epochs", "num_classes"})
+    tuned_option = TuneOption("consistency_threshold", choices=(0.0, 0.9))  # advopt tune: tau
 
     def run_options(self, setup: Setup) -> dict[str, Any]:
         return {
