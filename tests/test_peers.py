@@ -223,3 +223,11 @@ def test_ours_are_compared_with_baselines_and_peers_in_one_holm_family() -> None
     assert [c["p_holm"] for c in comparisons] == p_holm
     table = markdown_table(summarize(runs))
     assert "| fer-adam | nadam |" in table and "| nadam | mars |" not in table
+
+
+def test_schedulefree_is_not_given_the_runs_schedule(toy) -> None:
+    """Schedule-free schedules itself: a cosine run anneals every other method, not this one."""
+    for method, annealed in (("schedulefree-adamw", False), ("nadam", True)):
+        config = RunConfig(method, epochs=2, batch_size=32, width=16, schedule="cosine")
+        _, _, _, scheduler = train_mod._build(config, toy, torch.device("cpu"))
+        assert (scheduler is not None) is annealed, method

@@ -142,6 +142,9 @@ class Method:
     summary: ClassVar[str] = ""
     default_lr: ClassVar[float] = 1e-3
     option_sources: ClassVar[tuple[OptionSource, ...]] = ()
+    # True for an optimizer that schedules itself (schedule-free): the run's --schedule is not
+    # applied to it, as its authors run it
+    manages_schedule: ClassVar[bool] = False
     tuned_option: ClassVar[TuneOption | None] = None  # advopt tune: at most one option besides lr
 
     def __init__(self, **options: Any) -> None:

@@ -382,7 +382,7 @@ def _build(
     )
     optimizer = method.build_optimizer(model, setup)
     scheduler = None
-    if config.schedule == "cosine":
+    if config.schedule == "cosine" and not method.manages_schedule:
         total = config.epochs * setup.steps_per_epoch
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return method, model, optimizer, scheduler

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...gradient_correction import GradientCorrectionOptimizer
-from ..methods import AlgorithmMethod, EpochInfo, register_algorithm
+from ..methods import AlgorithmMethod, EpochInfo, TuneOption, register_algorithm
 
 
 @register_algorithm
@@ -20,6 +20,8 @@ class GradientCorrectionMethod(AlgorithmMethod):
     """Gradient Correction: the optimizer's diagnostics are recorded per epoch."""
 
     algorithm = "gc"
+    # advopt tune: the GC-ODE difference, the last one (two-step scheme) or averaged (Adan-like)
+    tuned_option = TuneOption("difference_decay", choices=(0.0, 0.9))
 
     def end_epoch(
         self,

@@ -16,8 +16,8 @@ loop switches, so evaluation and the checkpoint (written after evaluation, in ev
 package asks) hold ``x``; a resumed run switches back to ``y`` at the start of its next epoch exactly
 as an uninterrupted one does. The package's README says no LR schedule is needed (the code is
 compatible with one) and recommends warmup through ``warmup_steps`` (default 0; its own MNIST example
-uses none): with ``--schedule cosine`` the harness's cosine still applies, which is not how its
-authors run it — compare schedule-free under ``--schedule constant``.
+uses none): so ``--schedule`` does not apply to it (``manages_schedule``): with ``--schedule
+cosine`` every other method is annealed and schedule-free runs as its authors run it.
 
 ``schedulefree`` and ``pytorch-optimizer`` come with the ``bench`` extra. They are imported when a
 method is built, so this module (and ``advopt methods``) works without them; building one of their
@@ -97,6 +97,7 @@ class NAdam(_Peer):
 @register
 class ScheduleFreeAdamW(_Peer):
     name = "schedulefree-adamw"
+    manages_schedule = True
     summary = "Schedule-free AdamW, schedulefree (peer; evaluates the averaged weights)"
     default_lr = 2.5e-3  # AdamWScheduleFree's default and its README's
     package, module, attr = "schedulefree", "schedulefree", "AdamWScheduleFree"
