@@ -26,7 +26,7 @@ EPILOG = """examples:
   advopt compare                                   # every method, bundled MNIST, MLP, quick preset
   advopt tune --preset full --trials 20 --out results/tune-mlp     # equal tuning budget per method
   advopt compare --preset full --tuned results/tune-mlp/tuning.json  # 5 seeds at the tuned settings
-  advopt compare --preset full --methods sgd,adam  # 5 seeds x 15 epochs, 784-512-512-10, 10k val
+  advopt compare --preset full --methods sgd,adam  # 5 seeds x 10 epochs, 784-512-512-10, 10k val
   advopt compare --arch cnn --methods adam,fer-adam --epochs 5 --seeds 3
   advopt compare --opt fer-adam:fer_weight=0.2 --methods adam,fer-adam
   advopt report --out results/mnist-mlp-quick      # rebuild summary.md and plots from runs/

@@ -30,7 +30,7 @@ method's settings came from.
 Presets (``PRESETS``): ``quick`` is the CI-fast smoke comparison (``make run``: every method on
 the MLP 784-512-10, 3 epochs, 2 seeds, 10 000 training images, a 2 000-image validation split);
 ``full`` is the study's protocol: the MLP 784-512-512-10 (two hidden layers), 10 000 validation
-images, the remaining 50 000 for training, 5 seeds, 15 epochs, cosine schedule. The CNN study is the
+images, the remaining 50 000 for training, 5 seeds, 10 epochs, cosine schedule. The CNN study is the
 same protocol with ``--arch cnn`` (``advopt compare --preset full --arch cnn``: the preset's depth 2
 is the CNN's two conv blocks); size it with ``--width`` (first conv channels), ``--depth`` (blocks),
 ``--n-train`` and ``--epochs``.
@@ -112,7 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "arch": "mlp",
         "depth": 2,
-        "epochs": 15,
+        "epochs": 10,
         "seeds": [0, 1, 2, 3, 4],
         "n_train": None,
         "n_test": None,
