@@ -21,7 +21,7 @@ from torch import nn
 
 from .fer import FEROptimizer
 from .gradient_correction import GradientCorrectionOptimizer
-from .localized import LocalizedOptimizer
+from .localized import FreezeOutOptimizer, LocalizedOptimizer, create_freezeout_optimizer
 from .mup import create_mu_transfer_optimizer
 from .sigprop import SigPropBase, create_sigprop_optimizer
 
@@ -138,6 +138,14 @@ def _localized_build(
     return LocalizedOptimizer(model, torch.optim.SGD(model.parameters(), **kwargs), **options)
 
 
+def _freezeout_build(
+    model: nn.Module, lr: float = 0.05, weight_decay: float = 0.0, **options: Any
+) -> FreezeOutOptimizer:
+    kwargs = _base_kwargs("sgd", lr, weight_decay, options)
+    del kwargs["lr"]
+    return create_freezeout_optimizer(model, lr=lr, base_kwargs=kwargs, **options)
+
+
 def _mup_builder(base: str) -> Callable[..., torch.optim.Optimizer]:
     def build(
         model: nn.Module, lr: float = _DEFAULT_LR[base], weight_decay: float = 0.0, **options
@@ -195,6 +203,18 @@ _register(
         base="sgd",
         needs_model=True,
         options=((LocalizedOptimizer, frozenset({"model", "base"})),),
+    )
+)
+_register(  # the progressive-freezing baseline LoCal must beat; served by the LoCal harness method
+    OptimizerEntry(
+        "freezeout-sgd",
+        "localized",
+        "FreezeOut (Brock et al. 2017): per-layer cosine-annealed SGD, layers frozen one by one",
+        _freezeout_build,
+        0.05,
+        base="sgd",
+        needs_model=True,
+        options=((FreezeOutOptimizer, frozenset({"model", "base"})),),
     )
 )
 for _base in ("adam", "adamw", "sgd"):

@@ -186,6 +186,48 @@ def _local_entry(mode: str) -> Entry:
     )
 
 
+def _freezeout_entry() -> Entry:
+    """FreezeOut (LoCal's baseline): layers freeze within the contract's short runs (12 steps)."""
+    from advanced_optimizers.localized import create_freezeout_optimizer
+
+    def build(dtype):
+        model = tiny_mlp(dtype)
+        return model, create_freezeout_optimizer(
+            model, lr=0.1, total_steps=12, t_0=0.3, spacing="linear", base_kwargs={"momentum": 0.9}
+        )
+
+    def observe(model, optimizer, x, y, index, epoch):
+        loss = ce_loss(model, optimizer, x, y, index, epoch)
+        optimizer.observe_loss(loss.detach())
+        return loss
+
+    return Entry(
+        "localized-freezeout",
+        _seeded(build),
+        loss=observe,
+        end_epoch=lambda model, optimizer, loss: optimizer.end_epoch(loss),
+        nonfinite="skip",
+        invalid=[
+            (
+                lambda: create_freezeout_optimizer(tiny_mlp(), total_steps=None),
+                ValueError,
+                "total_steps",
+            ),
+            (
+                lambda: create_freezeout_optimizer(tiny_mlp(), total_steps=10, t_0=0.0),
+                ValueError,
+                "t_0",
+            ),
+            (
+                lambda: create_freezeout_optimizer(tiny_mlp(), total_steps=10, spacing="square"),
+                ValueError,
+                "spacing",
+            ),
+            (lambda: create_freezeout_optimizer("not a model", total_steps=10), TypeError, "model"),
+        ],
+    )
+
+
 def _fer_entry(base: type, **kwargs: Any) -> Entry:
     from advanced_optimizers.fer import FEROptimizer
 
@@ -263,6 +305,7 @@ ENTRIES += [
     _gc_entry(torch.optim.SGD, lr=0.1, momentum=0.9),
     _local_entry("static"),
     _local_entry("dynamic"),
+    _freezeout_entry(),
 ]
 
 

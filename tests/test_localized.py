@@ -14,9 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from advanced_optimizers.localized import (
+    FreezeOutOptimizer,
+    FreezeOutSelection,
     LocalizedOptimizer,
+    create_freezeout_optimizer,
     create_localized_optimizer,
     find_localizable_layers,
+    normalized_hebb_terms,
     oja_subspace_direction,
 )
 
@@ -58,8 +62,9 @@ def training_step(model, opt, x, y) -> float:
 
 
 # -- independent computation of the rule -------------------------------------------------------
-def independent_direction(weight, bias, rows, pre_out):
-    """(ŶᵀX − ŶᵀŶŴ)/Σ||x||² from explicit rows X (N, n) and outputs W x + b (N, m)."""
+def independent_direction(weight, bias, rows, pre_out, decorrelate=True):
+    """(ŶᵀX − ŶᵀŶŴ)/Σ||x||² (without the decay term: ŶᵀX/Σ||x||², normalised Hebb) from explicit
+    rows X (N, n) and outputs W x + b (N, m)."""
     w = weight.reshape(weight.shape[0], -1).double()
     norms = w.norm(dim=1)
     unit = w / norms[:, None]
@@ -67,7 +72,9 @@ def independent_direction(weight, bias, rows, pre_out):
     x = rows.double()
     upd = torch.zeros_like(w)
     for r in range(x.shape[0]):  # sum of per-row outer products, no GEMM shortcut
-        upd += torch.outer(y[r], x[r]) - torch.outer(y[r], y[r]) @ unit
+        upd += torch.outer(y[r], x[r])
+        if decorrelate:
+            upd -= torch.outer(y[r], y[r]) @ unit
     return (upd / (x * x).sum()).reshape(weight.shape)
 
 
@@ -170,14 +177,13 @@ def test_localized_layers_build_no_graph():
     opt.set_transition(2)
     local = [m for _, m in opt.layers[:2]]
     touched = set()
-    hooks = [
-        m.register_forward_hook(
-            lambda mod, a, o: touched.update(
-                {a[0].untyped_storage().data_ptr(), o.untyped_storage().data_ptr()}
-            )
-        )
-        for m in local
-    ]
+    kept = []  # keep the tensors alive: a freed storage's address may be reused by a saved one
+
+    def record(mod, a, o):
+        kept.extend([a[0], o])
+        touched.update({a[0].untyped_storage().data_ptr(), o.untyped_storage().data_ptr()})
+
+    hooks = [m.register_forward_hook(record) for m in local]
     saved = saved_tensor_ptrs(model, x, y)
     for m in local:
         touched.update(p.untyped_storage().data_ptr() for p in m.parameters())
@@ -477,3 +483,211 @@ def test_missing_sync_under_distributed_warns_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         training_step(model, opt, x, y)  # warned once only
+
+
+# -- the plain normalised Hebbian rule (rule="normalized_hebb") ----------------------------------
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_normalized_hebb_terms_match_independent(kind):
+    torch.manual_seed(11)
+    if kind == "linear":
+        layer = nn.Linear(5, 3)
+        x = torch.randn(7, 5)
+        out = layer(x).detach()
+        rows, outs = x, out
+    else:
+        layer = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+        x = torch.randn(2, 2, 7, 6)
+        out = layer(x).detach()
+        patches = F.unfold(x, 3, padding=1, stride=2)
+        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+        outs = out.flatten(2).transpose(1, 2).reshape(-1, out.shape[1])
+    numerator, energy = normalized_hebb_terms(layer, x, out)
+    want = independent_direction(
+        layer.weight.detach(), layer.bias.detach(), rows, outs, decorrelate=False
+    )
+    torch.testing.assert_close((numerator / energy).double(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_rule_option_selects_the_rule_and_rejects_others():
+    torch.manual_seed(12)
+    x, y = torch.randn(6, 10), torch.randint(0, 3, (6,))
+    got = {}
+    for rule in ("oja_subspace", "normalized_hebb"):
+        torch.manual_seed(12)
+        model = small_mlp()
+        opt = create_localized_optimizer(model, hebbian_lr=0.2, rule=rule, hebbian_subsample=1.0)
+        opt.set_transition(1)
+        layer = opt.layers[0][1]
+        w0, b0 = layer.weight.detach().clone(), layer.bias.detach().clone()
+        training_step(model, opt, x, y)
+        direction = independent_direction(
+            w0, b0, x, x @ w0.t() + b0, decorrelate=rule == "oja_subspace"
+        )
+        unit = w0.double() / w0.double().norm(dim=1, keepdim=True) + 0.2 * direction
+        want = unit / unit.norm(dim=1, keepdim=True) * w0.double().norm(dim=1, keepdim=True)
+        torch.testing.assert_close(layer.weight.detach().double(), want, rtol=1e-4, atol=1e-6)
+        got[rule] = layer.weight.detach().clone()
+        assert f"rule='{rule}'" in repr(opt)
+    assert not torch.equal(got["oja_subspace"], got["normalized_hebb"])
+    with pytest.raises(ValueError, match="rule"):
+        create_localized_optimizer(small_mlp(), rule="hebb")
+
+
+# -- FreezeOut (the progressive-freezing baseline) and the step-based schedule -------------------
+def test_freezeout_times_linear_and_cubic():
+    linear = FreezeOutSelection(0.5, "linear").times(5)
+    assert linear == pytest.approx([0.5, 0.625, 0.75, 0.875, 1.0])
+    cubic = FreezeOutSelection(0.512, "cubic").times(5)
+    assert cubic == pytest.approx([0.8**3, 0.85**3, 0.9**3, 0.95**3, 1.0])
+    with pytest.raises(ValueError, match="t_0"):
+        FreezeOutSelection(0.0)
+    with pytest.raises(ValueError, match="spacing"):
+        FreezeOutSelection(0.5, "squared")
+
+
+def freezeout_mlp(seed=13, **options):
+    torch.manual_seed(seed)
+    model = small_mlp((10, 8, 7, 6, 3))  # 4 layers: times 0.25, 0.5, 0.75, 1 (linear, t_0 0.25)
+    defaults = dict(lr=0.1, total_steps=8, t_0=0.25, spacing="linear")
+    return model, create_freezeout_optimizer(model, **{**defaults, **options})
+
+
+def test_freezeout_freezes_layers_on_schedule_and_anneals_each_layer():
+    model, opt = freezeout_mlp()  # plain SGD: the update is exactly -lr * factor * grad
+    assert isinstance(opt, LocalizedOptimizer) and opt.layer_times == [0.25, 0.5, 0.75, 1.0]
+    assert len(opt.param_groups) == 4
+    x, y = torch.randn(6, 10), torch.randint(0, 3, (6,))
+    seen = []
+    for step in range(8):
+        progress = step / 8
+        factors = opt.lr_factors()
+        want = []
+        for t in opt.layer_times:
+            live = progress < t
+            want.append(0.5 * (1 + math.cos(math.pi * progress / t)) / t if live else 0.0)
+        assert factors == pytest.approx(want)
+        before = [m.weight.detach().clone() for _, m in opt.layers]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        grads = [None if m.weight.grad is None else m.weight.grad.clone() for _, m in opt.layers]
+        opt.step()
+        for i, (_, m) in enumerate(opt.layers):
+            if i < seen[-1] if seen else False:
+                assert grads[i] is None and torch.equal(m.weight, before[i])
+            elif grads[i] is not None:
+                expected = before[i] - 0.1 * factors[i] * grads[i]
+                torch.testing.assert_close(m.weight.detach(), expected)
+        assert [g["lr"] for g in opt.param_groups] == [0.1] * 4  # the base rates are restored
+        seen.append(opt.transition)
+        assert all(
+            not p.requires_grad for _, m in opt.layers[: opt.transition] for p in m.parameters()
+        )
+    # T after step s = layers with t_i <= s/8: 0.25 -> step 2, 0.5 -> step 4, 0.75 -> step 6, cap 3
+    assert seen == [0, 1, 1, 2, 2, 3, 3, 3]
+    assert opt.modes == ["frozen", "frozen", "frozen", "sgd"]
+
+
+def test_freezeout_unscaled_and_cubic_options():
+    _, opt = freezeout_mlp(scale_lr=False)
+    assert opt.lr_factors() == [1.0] * 4
+    _, opt = freezeout_mlp(t_0=0.512, spacing="cubic", total_steps=100)
+    assert opt.layer_times == pytest.approx(FreezeOutSelection(0.512).times(4))
+    assert opt.lr_factors()[0] == pytest.approx(1 / 0.512)
+    opt.steps = 50
+    assert opt.lr_factors()[-1] == pytest.approx(0.5)  # t = 1: plain cosine over the run
+
+
+def test_freezeout_resume_is_bit_identical_across_a_freeze():
+    x = [torch.randn(6, 10, generator=torch.Generator().manual_seed(s)) for s in range(8)]
+    y = [torch.randint(0, 3, (6,), generator=torch.Generator().manual_seed(s)) for s in range(8)]
+    model, opt = freezeout_mlp(base_kwargs={"momentum": 0.9})
+    for s in range(8):
+        training_step(model, opt, x[s], y[s])
+    model2, opt2 = freezeout_mlp(base_kwargs={"momentum": 0.9})
+    for s in range(3):
+        training_step(model2, opt2, x[s], y[s])
+    buf = io.BytesIO()
+    torch.save({"model": model2.state_dict(), "opt": opt2.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    model3, opt3 = freezeout_mlp(seed=99, base_kwargs={"momentum": 0.9})
+    model3.load_state_dict(saved["model"])
+    opt3.load_state_dict(saved["opt"])
+    assert opt3.transition == 1 and not model3[1].weight.requires_grad
+    for s in range(3, 8):
+        training_step(model3, opt3, x[s], y[s])
+    for a, b in zip(model.parameters(), model3.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert opt3.transition == opt.transition == 3 and opt3.steps == 8
+    with pytest.raises(ValueError, match="'freezeout' optimizer"):
+        create_localized_optimizer(small_mlp((10, 8, 7, 6, 3))).load_state_dict(saved["opt"])
+
+
+def test_freezeout_needs_one_group_per_layer_and_total_steps():
+    model = small_mlp()
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="own parameter group"):
+        FreezeOutOptimizer(model, base, total_steps=10)
+    with pytest.raises(ValueError, match="total_steps"):
+        create_freezeout_optimizer(model)
+    with pytest.raises(ValueError, match="total_steps"):
+        create_localized_optimizer(model, selection_mode="freezeout")
+
+
+def test_localized_freezeout_schedule_moves_T_by_steps_with_the_rule_on():
+    torch.manual_seed(14)
+    model = small_mlp((10, 8, 7, 6, 3))
+    opt = create_localized_optimizer(
+        model,
+        hebbian_lr=0.1,
+        selection_mode="freezeout",
+        t_0=0.5,
+        spacing="linear",
+        total_steps=4,
+        max_transition=2,
+        warmup_epochs=3,
+    )
+    assert opt.layer_times == [0.5, 0.75, 1.0, 1.0]  # spaced up to the cap layer
+    x, y = torch.randn(6, 10), torch.randint(0, 3, (6,))
+    seen = []
+    for _ in range(4):
+        training_step(model, opt, x, y)
+        seen.append(opt.transition)
+    opt.end_epoch(1.0)  # the epoch hook keeps the step-based T (and ignores the warm-up)
+    assert seen == [0, 1, 2, 2] and opt.transition == 2 and opt.hebbian_steps == 2
+    assert opt.modes == ["hebbian", "hebbian", "sgd", "sgd"]
+
+
+def test_harness_freezeout_method_freezes_and_resumes(tmp_path, toy):
+    from advanced_optimizers.bench.train import RunConfig, train_run
+    from advanced_optimizers.registry import create_optimizer
+
+    assert isinstance(
+        create_optimizer("freezeout-sgd", small_mlp(), total_steps=10), FreezeOutOptimizer
+    )
+    config = RunConfig(
+        "freezeout-sgd",
+        {"t_0": 0.3, "spacing": "linear"},
+        arch="mlp",
+        width=32,
+        depth=2,
+        epochs=3,
+        batch_size=64,
+    )
+    full = train_run(config, toy)  # 3 layers, 4 steps an epoch: times 0.3, 0.65, 1
+    assert [h["transition_next"] for h in full.history] == [1.0, 2.0, 2.0]
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_one(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_run(config, toy, checkpoint=tmp_path / "c", on_epoch=stop_after_one)
+    resumed = train_run(config, toy, checkpoint=tmp_path / "c")
+    keys = ("test_loss", "train_loss", "transition", "transition_next")
+    for a, b in zip(resumed.history, full.history, strict=True):
+        assert [a[k] for k in keys] == [b[k] for k in keys]

@@ -22,27 +22,42 @@ from .._validation import check_choice, check_int, check_nonnegative, check_prob
 from .._wrapper import WrappedOptimizer, build_base_optimizer
 from .gate import LossGate
 from .layers import check_owns_parameters, describe_order, find_localizable_layers
-from .rule import apply_direction_step, oja_subspace_terms
-from .selection import SELECTIONS, DynamicSelection, SelectionPolicy, StaticSelection
+from .rule import RULES, apply_direction_step
+from .selection import (
+    SELECTIONS,
+    DynamicSelection,
+    FreezeOutSelection,
+    SelectionPolicy,
+    StaticSelection,
+)
 
-__all__ = ["LocalizedOptimizer", "create_localized_optimizer"]
+__all__ = [
+    "FreezeOutOptimizer",
+    "LocalizedOptimizer",
+    "create_freezeout_optimizer",
+    "create_localized_optimizer",
+]
 
 SELECTION_MODES = tuple(SELECTIONS)
+RULE_NAMES = tuple(RULES)
 
 
 class LocalizedOptimizer(WrappedOptimizer):
     r"""LoCal+SGD around a base optimizer.
 
     The parametrised layers :math:`L_0 \dots L_{n-1}` (execution order) are split by the transition
-    layer :math:`T`: layers :math:`i < T` learn in the forward pass by the localized rule
-    (:func:`~advanced_optimizers.localized.rule.oja_subspace_terms`) at rate
+    layer :math:`T`: layers :math:`i < T` learn in the forward pass by the localized ``rule``
+    (:mod:`~advanced_optimizers.localized.rule`: ``"oja_subspace"`` or ``"normalized_hebb"``) at rate
     :math:`\eta_t = \eta\,g_t` (:class:`~advanced_optimizers.localized.gate.LossGate`), with
     ``requires_grad_(False)`` so autograd records nothing for them; layers :math:`i \ge T` learn by
     the base optimizer. After every epoch (:meth:`end_epoch`) the selection policy may move
     :math:`T` forward, never past :math:`\min(\text{max\_transition}, n - \text{min\_sgd\_layers})`
-    and never during the ``warmup_epochs``.
+    and never during the ``warmup_epochs``. ``selection_mode="freezeout"`` moves :math:`T` after
+    every step instead: layer :math:`i` goes localized once ``steps / total_steps`` reaches its time
+    :math:`t_i` (:class:`~advanced_optimizers.localized.selection.FreezeOutSelection`, spaced from
+    ``t_0`` for the first layer to 1 for the layer at the cap; no warm-up).
 
-    Per step: the forward hooks accumulate the Oja numerator and energy of the localized layers
+    Per step: the forward hooks accumulate the rule's numerator and energy of the localized layers
     (on the first ``ceil(hebbian_subsample·B)`` samples, every ``hebbian_interval``-th step);
     ``observe_loss`` feeds the gate; ``step()`` applies both and the base step, or, if anything is
     non-finite, skips and discards them. ``param_groups`` and ``state`` are the base optimizer's.
@@ -68,17 +83,33 @@ class LocalizedOptimizer(WrappedOptimizer):
         hebbian_subsample: float = 0.25,
         hebbian_interval: int = 1,
         loss_ema_beta: float = 0.98,
+        rule: str = "oja_subspace",
+        t_0: float = 0.512,
+        spacing: str = "cubic",
+        total_steps: int | None = None,
         nonfinite: str = "skip",
     ) -> None:
         _refuse_ddp_without_unused_parameters(model)
         layers = find_localizable_layers(_unwrap(model))
         self.hebbian_lr = check_nonnegative("hebbian_lr", hebbian_lr)
         self.selection_mode = check_choice("selection_mode", selection_mode, SELECTION_MODES)
-        self.selection: SelectionPolicy = (
-            StaticSelection(static_step, static_interval)
-            if selection_mode == "static"
-            else DynamicSelection(settle_ratio)
-        )
+        self.rule = check_choice("rule", rule, RULE_NAMES)
+        self._rule_terms = RULES[self.rule]
+        self.selection: SelectionPolicy
+        if selection_mode == "static":
+            self.selection = StaticSelection(static_step, static_interval)
+        elif selection_mode == "dynamic":
+            self.selection = DynamicSelection(settle_ratio)
+        else:
+            self.selection = FreezeOutSelection(t_0, spacing)
+        if total_steps is not None:
+            check_int("total_steps", total_steps, 1)
+        elif self.selection.step_based:
+            raise ValueError(
+                f"selection_mode={selection_mode!r} needs total_steps (the planned number of "
+                "optimizer steps: epochs × batches per epoch)"
+            )
+        self.total_steps = total_steps
         self.gate_rule = LossGate(weak_supervision_weight, loss_ema_beta)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
         self.min_sgd_layers = check_int("min_sgd_layers", min_sgd_layers, 1)
@@ -128,6 +159,20 @@ class LocalizedOptimizer(WrappedOptimizer):
     @property
     def layer_names(self) -> list[str]:
         return [name for name, _ in self.layers]
+
+    @property
+    def layer_times(self) -> list[float] | None:
+        """``selection_mode="freezeout"``: each layer's time :math:`t_i` as a fraction of
+        ``total_steps`` (spaced up to the cap layer; the layers after it at 1); else ``None``."""
+        if not isinstance(self.selection, FreezeOutSelection):
+            return None
+        spaced = self.selection.times(self.cap + 1)
+        return spaced + [1.0] * (len(self.layers) - len(spaced))
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of ``total_steps`` taken (``None`` without ``total_steps``)."""
+        return None if self.total_steps is None else self.steps / self.total_steps
 
     @property
     def gate(self) -> float:
@@ -251,7 +296,7 @@ class LocalizedOptimizer(WrappedOptimizer):
         keep = max(1, math.ceil(self.hebbian_subsample * x.shape[0]))
         dtype = module.weight.dtype  # the rule in the weight's precision, also under autocast
         with torch.no_grad(), _autocast_off(x.device.type):
-            numerator, energy = oja_subspace_terms(
+            numerator, energy = self._rule_terms(
                 module, x[:keep].detach().to(dtype), output[:keep].detach().to(dtype)
             )
         pending = self._pending.get(index)
@@ -277,8 +322,9 @@ class LocalizedOptimizer(WrappedOptimizer):
 
     # -- the step template ----------------------------------------------------------------------
     def _start_step(self, loss: Any) -> None:
-        if loss is not None:
+        if loss is not None and not self.gate_rule.pending:  # a closure's loss, unless observed
             self.observe_loss(loss)
+            self.gate_rule.sync_distributed()  # the ranks' mean, as sync_distributed() gives
         if self._pending and not self._synced and is_distributed():
             self.warn_once(
                 "unsynced",
@@ -306,14 +352,21 @@ class LocalizedOptimizer(WrappedOptimizer):
         self._pending.clear()
         self._synced = False
         self.steps += 1
+        if self.selection.step_based:
+            self._follow_schedule()
+
+    def _follow_schedule(self) -> None:
+        """Step-based selection: ``T`` = the layers whose time has come (within the cap)."""
+        times = self.layer_times
+        due = sum(1 for t in times if t <= self.progress + 1e-12)
+        wished = max(self.transition, min(self.cap, due))
+        if wished != self.transition:
+            self.set_transition(wished)
 
     def _discard_step(self) -> None:
         self._pending.clear()
         self._synced = False
         self.gate_rule.discard()
-
-    def _on_zero_grad(self) -> None:
-        self._pending.clear()
 
     # -- data parallelism -----------------------------------------------------------------------
     def sync_distributed(self, group: Any = None) -> None:
@@ -383,12 +436,16 @@ class LocalizedOptimizer(WrappedOptimizer):
 
     def _repr_options(self) -> dict[str, Any]:
         layers = ", ".join(f"{n}:{m}" for n, m in zip(self.layer_names, self.modes, strict=True))
-        return {
+        options = {
             "T": f"{self.transition}/cap {self.cap}",
             "mode": repr(self.selection_mode),
             "hebbian_lr": self.hebbian_lr,
+            "rule": repr(self.rule),
             "layers": f"[{layers}]",
         }
+        if isinstance(self.selection, FreezeOutSelection):
+            options.update(t_0=self.selection.t_0, spacing=repr(self.selection.spacing))
+        return options
 
 
 def _autocast_off(device_type: str) -> Any:
@@ -433,8 +490,8 @@ def create_localized_optimizer(
 
     ``options`` go to :class:`LocalizedOptimizer` (``settle_ratio``, ``static_interval``,
     ``static_step``, ``warmup_epochs``, ``max_transition``, ``min_sgd_layers``,
-    ``hebbian_subsample``, ``hebbian_interval``, ``loss_ema_beta``, ``nonfinite``). Call
-    ``optimizer.end_epoch(loss)`` after every epoch.
+    ``hebbian_subsample``, ``hebbian_interval``, ``loss_ema_beta``, ``rule``, ``t_0``, ``spacing``,
+    ``total_steps``, ``nonfinite``). Call ``optimizer.end_epoch(loss)`` after every epoch.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -449,5 +506,144 @@ def create_localized_optimizer(
         hebbian_lr=hebbian_lr,
         selection_mode=selection_mode,
         weak_supervision_weight=weak_supervision_weight,
+        **options,
+    )
+
+
+class FreezeOutOptimizer(LocalizedOptimizer):
+    r"""FreezeOut (Brock, Lim, Ritchie, Weston 2017) around a base optimizer: anneal, then freeze.
+
+    LoCal's machinery with the localized rate at zero and the step-based schedule
+    (``selection_mode="freezeout"``): layer :math:`i` has a time :math:`t_i` (from ``t_0`` for the
+    first layer to 1, ``spacing`` linear or cubic), and at progress :math:`\tau = s/S` (``steps /
+    total_steps``) its learning rate is the base rate times
+
+    .. math::
+        m_i(\tau) = \sigma_i \cdot \tfrac12\big(1 + \cos(\pi\,\tau / t_i)\big) \ (\tau < t_i),
+        \qquad \sigma_i = 1/t_i \text{ if scale\_lr else } 1
+
+    after which the layer is frozen (``requires_grad_(False)``: no backward through it, exactly as
+    LoCal's localized layers). The layers at or after the cap share :math:`t = 1` (plain cosine
+    annealing over the run). The base optimizer needs one parameter group per layer
+    (:func:`create_freezeout_optimizer` builds them); group learning rates set by the user or a
+    scheduler are the base rates the factors multiply, for the step only.
+    """
+
+    algorithm = "freezeout"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        base: torch.optim.Optimizer,
+        *,
+        total_steps: int,
+        t_0: float = 0.512,
+        spacing: str = "cubic",
+        scale_lr: bool = True,
+        max_transition: int | None = None,
+        min_sgd_layers: int = 1,
+        nonfinite: str = "skip",
+    ) -> None:
+        if not isinstance(scale_lr, bool):
+            raise TypeError(f"scale_lr must be a bool, got {type(scale_lr).__name__}")
+        self.scale_lr = scale_lr
+        super().__init__(
+            model,
+            base,
+            hebbian_lr=0.0,
+            selection_mode="freezeout",
+            weak_supervision_weight=0.0,
+            warmup_epochs=0,
+            max_transition=max_transition,
+            min_sgd_layers=min_sgd_layers,
+            t_0=t_0,
+            spacing=spacing,
+            total_steps=total_steps,
+            nonfinite=nonfinite,
+        )
+        self._group_layer = [self._layer_of_group(g) for g in self.param_groups]
+
+    def _layer_of_group(self, group: dict[str, Any]) -> int | None:
+        owner = {id(p): i for i, (_, m) in enumerate(self.layers) for p in m.parameters()}
+        found = {owner[id(p)] for p in group["params"] if id(p) in owner}
+        if len(found) > 1:
+            names = ", ".join(self.layer_names[i] for i in sorted(found))
+            raise ValueError(
+                f"FreezeOutOptimizer anneals each layer's learning rate separately, but one "
+                f"parameter group holds the parameters of layers {names}: give every layer its "
+                "own parameter group (create_freezeout_optimizer does)"
+            )
+        return found.pop() if found else None
+
+    def _on_param_group_added(self, group: dict[str, Any]) -> None:
+        self._group_layer.append(self._layer_of_group(group))
+
+    def lr_factors(self) -> list[float]:
+        r"""Each layer's factor :math:`m_i(\tau)` for the next step (0 for frozen layers)."""
+        progress = self.progress
+        out = []
+        for index, t in enumerate(self.layer_times):
+            if index < self.transition or progress >= t:
+                out.append(0.0)
+                continue
+            factor = 0.5 * (1.0 + math.cos(math.pi * progress / t))
+            out.append(factor / t if self.scale_lr else factor)
+        return out
+
+    def _base_step(self) -> None:
+        factors = self.lr_factors()
+        last = len(self.layers) - 1  # a group of no layer follows the last layer (t = 1)
+        saved = [group["lr"] for group in self.param_groups]
+        for group, layer in zip(self.param_groups, self._group_layer, strict=True):
+            group["lr"] = group["lr"] * factors[last if layer is None else layer]
+        try:
+            super()._base_step()
+        finally:
+            for group, lr in zip(self.param_groups, saved, strict=True):
+                group["lr"] = lr
+
+    def _repr_options(self) -> dict[str, Any]:
+        options = super()._repr_options()
+        for key in ("hebbian_lr", "rule", "mode"):
+            options.pop(key)
+        options["scale_lr"] = self.scale_lr
+        return options
+
+
+def create_freezeout_optimizer(
+    model: nn.Module,
+    lr: float = 0.05,
+    total_steps: int | None = None,
+    t_0: float = 0.512,
+    spacing: str = "cubic",
+    scale_lr: bool = True,
+    base_optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD,
+    *,
+    base_kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> FreezeOutOptimizer:
+    """FreezeOut for ``model``: ``base_optimizer`` with one parameter group per layer, at ``lr``.
+
+    ``total_steps`` (required): the planned optimizer steps (epochs × batches per epoch).
+    ``options`` go to :class:`FreezeOutOptimizer` (``max_transition``, ``min_sgd_layers``,
+    ``nonfinite``). Use a constant learning rate: FreezeOut anneals every layer itself.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_nonnegative("lr", lr)
+    if total_steps is None:
+        raise ValueError("total_steps is required (the planned optimizer steps: epochs × batches)")
+    layers = find_localizable_layers(_unwrap(model))
+    groups = [{"params": list(module.parameters(recurse=False))} for _, module in layers]
+    base = build_base_optimizer(
+        groups, base_optimizer, {**(base_kwargs or {}), "lr": lr}, "FreezeOutOptimizer"
+    )
+    return FreezeOutOptimizer(
+        model,
+        base,
+        total_steps=total_steps,
+        t_0=t_0,
+        spacing=spacing,
+        scale_lr=scale_lr,
         **options,
     )

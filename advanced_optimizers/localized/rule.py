@@ -1,4 +1,4 @@
-r"""LoCal's localized rule: Oja's subspace rule on unit filter directions (our design).
+r"""LoCal's localized rules: Oja's subspace rule (default) or normalised Hebb, on unit filter directions.
 
 For a layer with weight :math:`W` (:math:`m` units; a Conv2d filter is a row of length
 :math:`n = C_{in} k_h k_w`), unit rows :math:`\hat w_j = w_j/\lVert w_j\rVert`, input rows
@@ -11,8 +11,10 @@ For a layer with weight :math:`W` (:math:`m` units; a Conv2d filter is a row of 
     {\lVert \hat w_j + \eta\,\Delta\hat w_j \rVert},
     \qquad w_j \leftarrow \lVert w_j\rVert\,\hat w_j
 
-Numerator and energy are sums over rows, so the terms of several forward passes or data-parallel
-shards add up exactly. Why this rule, and its cost: ``docs/algorithms/localized.md``.
+``rule="normalized_hebb"`` drops the decorrelating term: :math:`\Delta\hat W = \hat Y^\top X /
+\sum_r \lVert x_r\rVert^2` (plain Hebb :math:`\Delta w_j \propto y_j x`, then each row normalised;
+the same step). Numerator and energy are sums over rows, so the terms of several forward passes or
+data-parallel shards add up exactly. Why these rules, and their cost: ``docs/algorithms/localized.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.grad import conv2d_weight
 
-__all__ = ["apply_direction_step", "oja_subspace_direction", "oja_subspace_terms"]
+__all__ = [
+    "RULES",
+    "apply_direction_step",
+    "normalized_hebb_terms",
+    "oja_subspace_direction",
+    "oja_subspace_terms",
+]
 
 
 def oja_subspace_terms(
@@ -33,13 +41,29 @@ def oja_subspace_terms(
     Both are sums over the rows ``r``, so the terms of several shards (or forward passes) add up to
     the terms of their union; the direction is their ratio (:func:`oja_subspace_direction`).
     """
+    return _terms(layer, x, out, decorrelate=True)
+
+
+def normalized_hebb_terms(
+    layer: nn.Module, x: torch.Tensor, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerator ``ŶᵀX`` (plain Hebb, shape of ``layer.weight``) and energy ``Σ_r ||x_r||²``.
+
+    The step (:func:`apply_direction_step`) normalises each row afterwards: normalised Hebb.
+    """
+    return _terms(layer, x, out, decorrelate=False)
+
+
+def _terms(
+    layer: nn.Module, x: torch.Tensor, out: torch.Tensor, decorrelate: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     weight = layer.weight
     norms = weight.flatten(1).norm(dim=1).clamp_min(torch.finfo(weight.dtype).tiny)
     unit = weight.flatten(1) / norms[:, None]
     if isinstance(layer, nn.Conv2d):
-        numerator, energy = _conv_terms(layer, x, out, unit, norms)
+        numerator, energy = _conv_terms(layer, x, out, unit, norms, decorrelate)
         return numerator.view_as(weight), energy
-    return _linear_terms(layer, x, out, unit, norms)
+    return _linear_terms(layer, x, out, unit, norms, decorrelate)
 
 
 def oja_subspace_direction(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -53,13 +77,20 @@ def oja_subspace_direction(layer: nn.Module, x: torch.Tensor, out: torch.Tensor)
 
 
 def _linear_terms(
-    layer: nn.Linear, x: torch.Tensor, out: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor
+    layer: nn.Linear,
+    x: torch.Tensor,
+    out: torch.Tensor,
+    unit: torch.Tensor,
+    norms: torch.Tensor,
+    decorrelate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = x.reshape(-1, x.shape[-1])
     pre = out.reshape(-1, out.shape[-1])
     if layer.bias is not None:
         pre = pre - layer.bias
     responses = pre / norms
+    if not decorrelate:
+        return responses.t() @ rows, rows.pow(2).sum()
     n_rows, m = responses.shape
     n = rows.shape[1]
     if n_rows * m * n <= n_rows * m * m + m * m * n:  # Ŷᵀ(X − ŶŴ): reconstruction-error form
@@ -70,16 +101,23 @@ def _linear_terms(
 
 
 def _conv_terms(
-    layer: nn.Conv2d, x: torch.Tensor, out: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor
+    layer: nn.Conv2d,
+    x: torch.Tensor,
+    out: torch.Tensor,
+    unit: torch.Tensor,
+    norms: torch.Tensor,
+    decorrelate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     pre = out if layer.bias is None else out - layer.bias.view(1, -1, 1, 1)
     responses = pre / norms.view(1, -1, 1, 1)
     geometry = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
     hebb = conv2d_weight(x, layer.weight.shape, responses, **geometry).flatten(1)  # Σ_r ŷ_r x_rᵀ
-    flat = responses.transpose(0, 1).reshape(responses.shape[1], -1)
-    decay = (flat @ flat.t()) @ unit
     window = torch.ones(1, 1, *layer.kernel_size, dtype=x.dtype, device=x.device)
     energy = F.conv2d(x.pow(2).sum(1, keepdim=True), window, **geometry).sum()  # Σ_r ||x_r||²
+    if not decorrelate:
+        return hebb, energy
+    flat = responses.transpose(0, 1).reshape(responses.shape[1], -1)
+    decay = (flat @ flat.t()) @ unit
     return hebb - decay, energy
 
 
@@ -103,3 +141,7 @@ def apply_direction_step(
         flat.copy_(moved)
     else:
         flat.copy_(moved * norms)
+
+
+# the localized rules by name (``LocalizedOptimizer(rule=...)``): (layer, x, out) -> (numerator, energy)
+RULES = {"oja_subspace": oja_subspace_terms, "normalized_hebb": normalized_hebb_terms}
