@@ -27,9 +27,11 @@ workers never draw the same random point (during TPE's random start-up, trial ``
 draws the same relative position in its own range: common random numbers across methods).
 
 **Pruning.** ``median`` (default): Optuna's ``MedianPruner`` fed with each epoch's validation
-accuracy; it never prunes in the first quarter of the epochs (at least the first epoch), before
-``min(5, trials // 4)`` (at least 1) trials have finished, or at the last epoch (whose value is the
-trial's). ``none`` disables it.
+accuracy; it never prunes in the first half of the epochs, before half the budget (at least 1
+trial) has finished, or at the last epoch (whose value is the trial's). (A median of one or two
+finished trials, and pruning from the first quarter of a cosine run, pruned 5 of 6 trials of most
+methods in a first run of the study, leaving the first trial as "best": see the report.) ``none``
+disables it.
 
 **Objective**: the validation accuracy at the trial's *final* epoch — what the final runs report
 (best-over-epochs would reward unstable settings that the final runs cannot stop at). Every trial
@@ -307,9 +309,19 @@ def _make_pruner(config: TuneConfig) -> Any:
     if config.pruner == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(
-        n_startup_trials=max(1, min(5, config.trials // 4)),
-        n_warmup_steps=max(1, config.epochs // 4),
+        n_startup_trials=_startup_trials(config), n_warmup_steps=_warmup_epochs(config)
     )
+
+
+def _startup_trials(config: TuneConfig) -> int:
+    """Trials that finish before any is pruned: half the budget (a median of fewer prunes good
+    settings whose early epochs lag, as a higher learning rate's do under a cosine schedule)."""
+    return max(1, config.trials // 2)
+
+
+def _warmup_epochs(config: TuneConfig) -> int:
+    """Epochs never pruned: the first half of the run."""
+    return max(1, config.epochs // 2)
 
 
 def _pruner_record(config: TuneConfig) -> dict[str, Any]:
@@ -317,8 +329,8 @@ def _pruner_record(config: TuneConfig) -> dict[str, Any]:
         return {"name": "none"}
     return {
         "name": "median",
-        "n_startup_trials": max(1, min(5, config.trials // 4)),
-        "n_warmup_epochs": max(1, config.epochs // 4),
+        "n_startup_trials": _startup_trials(config),
+        "n_warmup_epochs": _warmup_epochs(config),
         "reports": "validation accuracy after every epoch; never pruned at the last epoch",
     }
 
