@@ -16,6 +16,13 @@ Goals (issue 5), checked in a full run:
 
 Every goal is printed as a MET/MISSED line and written to ``results/benchmarks/mup.goals.json``.
 
+This sweep is the *LR-transfer diagnostic* (does the optimum stay put?), with SP and μP at the same
+LR grid and no other hyperparameter. μTransfer as the paper claims it — the proxy tuned over lr,
+readout multiplier and init scale, transferred, against SP tuned at the target width with the same
+budget, and the cost fraction — is ``advopt mu-study`` (``advanced_optimizers/bench/mup_study/``,
+results in ``results/mu-transfer/``, ``docs/algorithms/mup.md``), which also diagnoses goal 4 (wider
+is better) against microsoft/mup.
+
 Run: ``python benchmarks/mup.py`` (full: widths 64…1024, LRs 2^-12…2^-5, 2 seeds, 6 epochs of
 4096 samples = 192 steps; about 12 minutes on one core), ``--quick`` (2 widths, 3 LRs, 1 epoch) or
 ``--smoke --no-fail`` (2 widths, 3 LRs, 1 seed, 1 epoch of 256 samples; the plot goes to the goals

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._validation import check_choice
+from .._validation import check_choice, check_positive
 from .classification import ParamInfo
 
 __all__ = ["OPTIMIZERS", "Factors", "describe_parametrization", "mup_factors"]
@@ -30,6 +30,8 @@ def mup_factors(
     depth_alpha: float | None = 0.5,
     readout_zero_init: bool = False,
     scale_eps: bool = True,
+    readout_multiplier: float = 1.0,
+    init_scale: float = 1.0,
 ) -> Factors:
     r"""LR / init / weight-decay / eps multipliers of one parameter, relative to SP.
 
@@ -55,8 +57,28 @@ def mup_factors(
     :math:`r` = ``info.depth_ratio`` and :math:`\alpha` = ``depth_alpha``: LR
     :math:`\times r^{\alpha-1}` (Adam) or :math:`\times r^{2\alpha-1}` (SGD), eps
     :math:`\times r^{-\alpha}`. At multiplier 1 every factor is exactly 1.0.
+
+    Two tuned multipliers of μTransfer (Tensor Programs V, §4 and App. F), both 1.0 by default
+    (then nothing changes):
+
+    * ``readout_multiplier`` :math:`\alpha_\text{out}`: mup's ``MuReadout(output_mult=α)``, whose
+      forward is :math:`W (\alpha x / m) + b`, in this no-multiplier form: the readout *weight*'s
+      init × α, its LR × α (Adam) or × α² (SGD), its weight decay ÷ the same (per-step decay kept).
+      In general a weight used as :math:`c\,W` behaves as a weight :math:`W' = cW` with init × c,
+      Adam LR × c, SGD LR × c², eps ÷ c (Adam is invariant to the gradient's scale but for eps).
+      The readout's eps is not changed (its gradient in this form does not depend on α), so Adam
+      matches an explicit-multiplier model exactly when that model's readout eps is
+      ``eps·α/m_in`` (as eps → 0, for any eps). The readout bias is not multiplied (mup adds it
+      after the multiplier).
+    * ``init_scale`` σ: multiplies the init std of every *weight* (every parameter with ≥ 2 dims:
+      input, hidden and readout weights, embeddings), as the μTransfer paper's tuned
+      "initialization std" (mup's examples multiply the weights' init by ``init_std``). Biases and
+      other 1-D parameters (norm gains) keep their init: σ = 0.5 must not halve a LayerNorm gain.
+      LRs are not changed.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_positive("readout_multiplier", readout_multiplier)
+    check_positive("init_scale", init_scale)
     adam = optimizer != "sgd"
     role, m_in, m_out = info.role, info.fan_in_mult, info.fan_out_mult
     lr, eps, init = 1.0, 1.0, 1.0
@@ -77,6 +99,11 @@ def mup_factors(
         init = info.bias_fan_in_mult**0.5
     if info.init_fan_mult is not None and info.init_fan_mult != m_in:
         init *= (info.init_fan_mult / m_in) ** 0.5
+    if role == "output" and readout_multiplier != 1.0:
+        init *= readout_multiplier
+        lr *= readout_multiplier if adam else readout_multiplier**2
+    if init_scale != 1.0 and len(info.shape) >= 2:
+        init *= init_scale
     if readout_zero_init and (role == "output" or info.readout_bias):
         init = 0.0
     if info.in_branch and depth_alpha is not None:

@@ -73,7 +73,12 @@ def _mark(module: nn.Module, local: str, param: torch.Tensor) -> _InitMark | Non
 
 @torch.no_grad()
 def apply_mup_init(
-    model: nn.Module, infos: list[ParamInfo], *, readout_zero_init: bool = False
+    model: nn.Module,
+    infos: list[ParamInfo],
+    *,
+    readout_zero_init: bool = False,
+    readout_multiplier: float = 1.0,
+    init_scale: float = 1.0,
 ) -> int:
     """Rescale freshly initialised weights in place by each parameter's init factor; return how many
     changed.
@@ -81,7 +86,8 @@ def apply_mup_init(
     Applies once per parameter object: the rescale is marked on the owning module, keyed to the
     parameter object, so a second call (or a call on a ``copy.deepcopy`` of the model, which
     copies the mark along with the rescaled weights) leaves it alone; asking for other factors
-    (another base, ``roles`` or ``readout_zero_init``) raises ``ValueError``. Loading a checkpoint
+    (another base, ``roles``, ``readout_zero_init``, ``readout_multiplier`` or ``init_scale``: see
+    :func:`~.factors.mup_factors`) raises ``ValueError``. Loading a checkpoint
     into a rescaled model keeps the mark, so it is never rescaled again. A model whose weights were
     loaded *before* μP was applied is indistinguishable from a fresh one here: do not rescale it
     (``create_mu_transfer_optimizer(..., rescale_init=False)``); a μP optimizer detects the case on
@@ -93,15 +99,20 @@ def apply_mup_init(
     for info in infos:
         param = params[info.name]
         module, local = _owner(plain, info.name)
-        factor = mup_factors(info, readout_zero_init=readout_zero_init).init
+        factor = mup_factors(
+            info,
+            readout_zero_init=readout_zero_init,
+            readout_multiplier=readout_multiplier,
+            init_scale=init_scale,
+        ).init
         mark = _mark(module, local, param)
         if mark is not None:
             if mark.factor != factor:
                 raise ValueError(
                     f"parameter {info.name!r} was already rescaled by {mark.factor:.6g} for μP and is "
-                    f"now asked to be rescaled by {factor:.6g} (another base, roles or "
-                    "readout_zero_init); the init is rescaled once, when it is fresh: rebuild the "
-                    "model, or pass rescale_init=False"
+                    f"now asked to be rescaled by {factor:.6g} (another base, roles, "
+                    "readout_zero_init, readout_multiplier or init_scale); the init is rescaled "
+                    "once, when it is fresh: rebuild the model, or pass rescale_init=False"
                 )
             continue
         if factor == 0.0:
@@ -139,8 +150,12 @@ def mup_param_groups(
     eps: float | None = None,
     depth_alpha: float | None = 0.5,
     scale_eps: bool = True,
+    readout_multiplier: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Param groups with μP learning rates, weight decays and (Adam) eps.
+
+    ``readout_multiplier``: the readout's LR (and weight-decay) factor for mup's ``output_mult``
+    (:func:`~.factors.mup_factors`).
 
     One group per distinct ``(role, factors)``, in parameter order. Each group carries ``mup_role``
     and ``mup_lr_factor``, so ``lr / mup_lr_factor`` is the base LR of every group.
@@ -153,7 +168,13 @@ def mup_param_groups(
     params = dict(unwrap_model(model).named_parameters())
     groups: dict[tuple, dict[str, Any]] = {}
     for info in infos:
-        f = mup_factors(info, optimizer, depth_alpha=depth_alpha, scale_eps=scale_eps)
+        f = mup_factors(
+            info,
+            optimizer,
+            depth_alpha=depth_alpha,
+            scale_eps=scale_eps,
+            readout_multiplier=readout_multiplier,
+        )
         key = (info.role, f.lr, f.weight_decay, f.eps)
         if key not in groups:
             group: dict[str, Any] = {

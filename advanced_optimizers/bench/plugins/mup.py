@@ -10,7 +10,12 @@ hyperparameters; at ``width == base_width`` every factor is 1, so ``mup-adam`` i
 the ``adam`` baseline. ``mup-adam`` keeps the baseline's coupled (L2) weight decay to stay comparable
 with it (``allow_coupled_weight_decay``); ``mup-adamw`` is decoupled. The residual-depth part of μP
 does not apply (the harness models have no residual branches), so only width is transferred.
-Options: ``base_width`` and the keyword parameters of ``create_mu_transfer_optimizer``.
+Options: ``base_width`` and the keyword parameters of ``create_mu_transfer_optimizer``, among them
+the two multipliers μTransfer tunes with the LR, ``readout_multiplier`` (mup's ``output_mult``) and
+``init_scale`` (the weights' init std), and ``parametrization``: ``"sp"`` trains the same model in
+standard parametrization *with the same multipliers* (the readout's and the weights' init and LR
+factors at multiplier 1; ``base_width`` is then not used), so SP can be tuned over the same space
+(``advopt mu-study``); at ``readout_multiplier = init_scale = 1`` it is identical to ``adam``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ _SUPPLIED = frozenset(
         "delta_model",
         "rescale_init",
         "allow_coupled_weight_decay",
-        "parametrization",
     }
 )
 
@@ -60,12 +64,20 @@ class MuPMethod(AlgorithmMethod):
         model = spec.build()
         base, delta = self._base_shapes(spec)
         infos = classify_parameters(model, base, delta_model=delta)
-        apply_mup_init(model, infos, readout_zero_init=self.options["readout_zero_init"])
+        apply_mup_init(
+            model,
+            infos,
+            readout_zero_init=self.options["readout_zero_init"],
+            readout_multiplier=self.options["readout_multiplier"],
+            init_scale=self.options["init_scale"],
+        )
         self._spec = spec
         return model
 
     def _base_shapes(self, spec: ModelSpec) -> tuple[dict, dict]:
-        width = self.options["base_width"]
+        """The base and delta shapes: ``base_width`` (μP), or the model's own width (SP)."""
+        sp = self.options["parametrization"] == "sp"
+        width = spec.width if sp else self.options["base_width"]
         return _shapes(spec, width), _shapes(spec, width + 1)
 
     def run_options(self, setup: Setup) -> dict[str, Any]:

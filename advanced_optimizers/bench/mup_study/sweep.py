@@ -1,22 +1,19 @@
-"""μP diagnostics: the LR sweep across widths and the coordinate check, plus their ``advopt`` commands.
+"""The LR sweep across widths and the coordinate check (μP diagnostics).
 
 * :func:`lr_sweep` trains the harness model (``adam`` for SP, ``mup-adam`` for μP, via
   :func:`~advanced_optimizers.bench.train.train_run`) for every width × log2(LR) × seed, interleaving
   SP and μP run by run, and records the final epoch's mean training loss. :func:`sweep_summary` gives
   mean loss per (parametrization, width, LR) and the best LR per width; :func:`plot_lr_sweep` draws loss
   against log2(LR), one line per width, SP and μP side by side (the optimum drifts under SP and stays
-  put under μP when μP works).
+  put under μP when μP works). A diagnostic of LR transfer only: the tuned comparison of μTransfer
+  against SP is :mod:`.routes` (``advopt mu-study``).
 * :func:`coord_check` records the mean absolute value of every layer's output (``mean |x|`` over a fixed
   batch) after 0..``steps`` training steps, for several widths: under μP these stay flat in width,
   under SP they grow with width (the "coordinate check" of Tensor Programs V / mup).
-
-``advopt mu-transfer`` and ``advopt coord-check`` (registered by :func:`register_cli`) write a PNG, a
-CSV of the raw numbers and (sweep) a Markdown table with the best LR per width.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,17 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..mup import apply_mup_init, classify_parameters, create_mu_transfer_optimizer
-from .data import Dataset
-from .models import ModelSpec
-from .train import RunConfig, train_run
+from ...mup import apply_mup_init, classify_parameters, create_mu_transfer_optimizer
+from ..data import Dataset
+from ..models import ModelSpec
+from ..train import RunConfig, train_run
 
 __all__ = [
+    "PARAMETRIZATIONS",
     "coord_check",
     "lr_sweep",
     "plot_coord_check",
     "plot_lr_sweep",
-    "register_cli",
     "sweep_markdown",
     "sweep_summary",
 ]
@@ -153,7 +150,7 @@ def plot_lr_sweep(summary: dict[str, dict[int, dict[str, Any]]], path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save_figure
+    from ..plots import save_figure
 
     params = list(summary)
     fig, axes = plt.subplots(1, len(params), figsize=(5.5 * len(params), 4), sharey=True)
@@ -270,7 +267,7 @@ def plot_coord_check(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save_figure
+    from ..plots import save_figure
 
     params = [p for p in PARAMETRIZATIONS if any(r["parametrization"] == p for r in rows)]
     last = max(r["step"] for r in rows)
@@ -294,214 +291,3 @@ def plot_coord_check(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     axes[0].set_ylabel("mean |activation|")
     axes[-1].legend(fontsize=8)
     return save_figure(fig, Path(path))
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", ",").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of ints, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive ints, got {text!r}")
-    return values
-
-
-def _log2_grid(text: str) -> list[float]:
-    """``"-14:-6"`` → -14, -13, …, -6 (factor-2 steps); ``"-12,-10,-8"`` → those."""
-    try:
-        if ":" in text:
-            lo, hi = (int(v) for v in text.split(":"))
-            if hi < lo:
-                raise ValueError
-            return [float(v) for v in range(lo, hi + 1)]
-        return [float(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected LO:HI (ints, LO <= HI) or a comma list of log2 LRs, got {text!r}"
-        ) from None
-
-
-def _seed_list(text: str) -> list[int]:
-    values = _ints(text) if "," in text else list(range(_ints(text)[0]))
-    return values
-
-
-def _load(args: argparse.Namespace) -> Dataset:
-    from .data import load_dataset
-
-    ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    return ds.subset(args.n_train, args.n_test)
-
-
-def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def cmd_mu_transfer(args: argparse.Namespace) -> int:
-    dataset = _load(args)
-    out = Path(args.out)
-    n_runs = len(args.widths) * len(args.log2_lrs) * len(args.seeds) * 2
-
-    def progress(row: dict[str, Any]) -> None:
-        progress.done += 1  # type: ignore[attr-defined]
-        if not args.quiet:
-            print(
-                f"[{progress.done}/{n_runs}] {row['parametrization']:>3} width={row['width']:<5} "  # type: ignore[attr-defined]
-                f"log2_lr={row['log2_lr']:<6g} seed={row['seed']} loss={row['train_loss']:.4f}",
-                flush=True,
-            )
-
-    progress.done = 0  # type: ignore[attr-defined]
-    rows = lr_sweep(
-        dataset,
-        args.widths,
-        args.log2_lrs,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        depth=args.depth,
-        arch=args.arch,
-        base_width=args.base_width,
-        on_run=progress,
-    )
-    summary = sweep_summary(rows)
-    table = sweep_markdown(summary)
-    _write_csv(rows, out / "mu_transfer.csv")
-    (out / "mu_transfer.md").write_text(
-        f"LR sweep: {args.arch}, depth {args.depth}, {dataset.n_train} training samples, "
-        f"{args.epochs} epochs, batch {args.batch_size}, seeds {args.seeds}, "
-        f"μP base width {args.base_width}; loss = final epoch's mean training loss "
-        "(mean over seeds)\n\n" + table + "\n"
-    )
-    plot_lr_sweep(summary, out / "mu_transfer.png")
-    print(table)
-    print(
-        f"written: {out / 'mu_transfer.png'}, {out / 'mu_transfer.md'}, {out / 'mu_transfer.csv'}"
-    )
-    return 0
-
-
-def cmd_coord_check(args: argparse.Namespace) -> int:
-    dataset = _load(args)
-    x, y = dataset.x_train[: args.batch_size], dataset.y_train[: args.batch_size]
-    rows = []
-    for param in ("sp", "mup"):
-        rows += coord_check(
-            args.widths,
-            x,
-            y,
-            parametrization=param,
-            lr=args.lr,
-            steps=args.steps,
-            optimizer=args.optimizer,
-            base_width=args.base_width,
-            depth=args.depth,
-            arch=args.arch,
-            num_classes=dataset.num_classes,
-            seeds=args.seeds,
-        )
-    out = Path(args.out)
-    _write_csv(rows, out / "coord_check.csv")
-    plot_coord_check(rows, out / "coord_check.png")
-    last = args.steps
-    widths = args.widths
-    print(f"mean |activation| after {last} steps; columns: widths {widths}")
-    for param in ("sp", "mup"):
-        for layer in sorted({r["layer"] for r in rows}, key=lambda s: int(s.split(":")[0])):
-            vals = []
-            for w in widths:
-                sel = [
-                    r["l1"]
-                    for r in rows
-                    if r["parametrization"] == param
-                    and r["layer"] == layer
-                    and r["width"] == w
-                    and r["step"] == last
-                ]
-                vals.append(sum(sel) / len(sel))
-            print(f"{param:>3} {layer:<12} " + " ".join(f"{v:10.4g}" for v in vals))
-    print(f"written: {out / 'coord_check.png'}, {out / 'coord_check.csv'}")
-    return 0
-
-
-def _common(p: argparse.ArgumentParser, widths: str) -> None:
-    from .data import DATASETS
-    from .models import ARCHITECTURES
-
-    p.add_argument(
-        "--widths",
-        type=_ints,
-        default=_ints(widths),
-        help=f"comma list of widths (default {widths})",
-    )
-    p.add_argument("--base-width", type=int, default=64, help="μP base width (default 64)")
-    p.add_argument("--arch", choices=ARCHITECTURES, default="mlp", help="model (default mlp)")
-    p.add_argument("--depth", type=int, default=2, help="hidden layers / conv blocks (default 2)")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="default: mnist (bundled)")
-    p.add_argument("--data-dir", default=None, help="see compare --data-dir")
-    p.add_argument("--n-test", type=int, default=1000, help="test samples (default 1000)")
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``mu-transfer`` and ``coord-check`` to the ``advopt`` subcommands."""
-    p = sub.add_parser(
-        "mu-transfer",
-        help="μP LR sweep: training loss vs log2(LR) for several widths, SP and μP",
-        description=(
-            "Train the harness model at every width x log2(LR) x seed with Adam in standard\n"
-            "parametrization (method adam) and in μP (method mup-adam, relative to --base-width),\n"
-            "alternating the two run by run. Writes mu_transfer.png (loss vs log2 LR, one line per\n"
-            "width, SP | μP), mu_transfer.md (best LR per width) and mu_transfer.csv (every run)\n"
-            "into --out. Loss = the final epoch's mean training loss, averaged over seeds."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(p, "64,128,256,512,1024")
-    p.add_argument(
-        "--log2-lrs",
-        type=_log2_grid,
-        default=_log2_grid("-14:-5"),
-        help="LR grid as LO:HI in log2 (factor-2 steps) or a comma list; "
-        "write it with '=', e.g. --log2-lrs=-14:-5 (the default)",
-    )
-    p.add_argument(
-        "--seeds", type=_seed_list, default=[0, 1], help="count N or comma list (default 2)"
-    )
-    p.add_argument("--epochs", type=int, default=4, help="epochs per run (default 4)")
-    p.add_argument("--batch-size", type=int, default=128, help="default 128")
-    p.add_argument("--n-train", type=int, default=4096, help="training subset size (default 4096)")
-    p.add_argument("--out", default="results/mu-transfer", help="output directory")
-    p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
-    p.set_defaults(func=cmd_mu_transfer)
-
-    p = sub.add_parser(
-        "coord-check",
-        help="μP coordinate check: mean |activation| per layer vs width, SP and μP",
-        description=(
-            "Train the harness model for --steps steps on one fixed batch at each width, in SP and\n"
-            "μP, and record every layer's mean |output| on that batch. Under μP the curves are flat\n"
-            "in width; under SP they grow. Writes coord_check.png and coord_check.csv into --out\n"
-            "and prints the numbers."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(p, "64,128,256,512,1024,2048")
-    p.add_argument("--lr", type=float, default=1e-2, help="learning rate (default 0.01: large)")
-    p.add_argument("--steps", type=int, default=4, help="training steps (default 4)")
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="count N or comma list")
-    p.add_argument(
-        "--batch-size", type=int, default=64, help="size of the fixed batch (default 64)"
-    )
-    p.add_argument("--n-train", type=int, default=1000, help="training subset size (default 1000)")
-    p.add_argument("--out", default="results/coord-check", help="output directory")
-    p.set_defaults(func=cmd_coord_check)
