@@ -367,7 +367,11 @@ def _retry(what: str, action: Callable[[], Any], attempts: int = 12) -> Any:
     for attempt in range(attempts):
         try:
             return action()
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+        except (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.IntegrityError,
+            sqlite3.OperationalError,
+        ) as exc:
             if attempt == attempts - 1:
                 raise ValueError(f"{what} failed: {str(exc).splitlines()[0][:200]}") from None
             time.sleep(delay * (1 + (os.getpid() % 7) / 7))  # workers back off differently
@@ -386,8 +390,10 @@ def open_storage(url: str) -> Any:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT}
 
         def wal() -> None:
+            # Switching the journal mode takes an exclusive lock: only the first worker does it.
             with sqlite3.connect(path, timeout=SQLITE_TIMEOUT) as db:
-                db.execute("PRAGMA journal_mode=WAL")
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
 
         _retry(f"opening {path}", wal)
 
