@@ -36,9 +36,17 @@ class _DeferredGradients(torch.autograd.Function):
                 "SigProp's layer-local gradients were already used by an earlier backward(); "
                 "compute the training loss again for another backward"
             )
-        # in place: the stored gradients are ours, so scaling them allocates nothing
-        scaled = [None if g is None else g.mul_(incoming.to(g.dtype)) for g in grads]
-        return (None, None, *scaled)
+        present = [g for g in grads if g is not None]
+        # The usual incoming gradient is exactly 1 (loss.backward() without a loss scale): then
+        # the gradients are returned as they are, sparing a pass over each. Checking the value
+        # costs a host sync, so only on the CPU; elsewhere they are always scaled.
+        unit = incoming.device.type == "cpu" and incoming.numel() == 1 and bool(incoming == 1)
+        if present and not unit:
+            # in place: the stored gradients are ours, so scaling them allocates nothing
+            for dtype in {g.dtype for g in present}:
+                same = [g for g in present if g.dtype == dtype]
+                torch._foreach_mul_(same, incoming.to(dtype))
+        return (None, None, *grads)
 
 
 def defer_gradients(

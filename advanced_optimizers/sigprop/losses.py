@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOCAL_LOSSES", "local_loss", "signal_similarity"]
+__all__ = ["LOCAL_LOSSES", "column_log_counts", "local_loss", "signal_similarity"]
 
 LOCAL_LOSSES = ("v14", "topk", "max_all", "l2")
 
@@ -44,36 +44,38 @@ def signal_similarity(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return s / positions if positions > 1 else s
 
 
-def _batch_class_logits(s_class: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``S_K + log n_k``: their logsumexp equals that of the B batch columns ``S_K[i, y_j]``."""
+def column_log_counts(cols: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``log n_k``: log of how many batch columns have class k (``-inf`` for absent classes).
+
+    The same for every layer of one batch, so a network computes it once per training step.
+    """
     # bincount's output size depends on the data (a host sync on accelerators; no meta kernel)
-    counts = torch.zeros(s_class.shape[1], dtype=torch.long, device=cols.device)
-    counts = counts.index_add_(0, cols, torch.ones_like(cols)).to(s_class.dtype)
-    return s_class + counts.log()  # log 0 = -inf drops classes absent from the batch
+    counts = torch.zeros(num_classes, dtype=dtype, device=cols.device)
+    return counts.index_add_(
+        0, cols, torch.ones(cols.shape, dtype=dtype, device=cols.device)
+    ).log_()
 
 
-def _target_classes_argmax(
-    g_class: torch.Tensor, y: torch.Tensor, cols: torch.Tensor
-) -> torch.Tensor:
-    """Class of ``argmax_j G[i, j]`` over batch columns j (first maximum, as torch.argmax)."""
-    g = g_class[y][:, cols]
-    return cols[g.argmax(dim=1)]
+def _class_target_rows(g_class: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``G[k, j]`` over the batch columns j, one row per class: a sample's row is its class's."""
+    return g_class.index_select(1, cols)
 
 
-def _target_counts_topk(
-    g_class: torch.Tensor, y: torch.Tensor, cols: torch.Tensor, k: int
-) -> torch.Tensor:
-    """``m[i, c]`` = how many of the top-k batch columns of ``G[i, :]`` have class c."""
-    g = g_class[y][:, cols]
+def _target_classes_argmax(g_class: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Per class k: the class of ``argmax_j G[k, j]`` over batch columns (first maximum)."""
+    return cols[_class_target_rows(g_class, cols).argmax(dim=1)]
+
+
+def _target_counts_topk(g_class: torch.Tensor, cols: torch.Tensor, k: int) -> torch.Tensor:
+    """``m[k, c]`` = how many of the top-k batch columns of ``G[k, :]`` have class c."""
+    g = _class_target_rows(g_class, cols)
     picks = g.topk(min(k, g.shape[1]), dim=1).indices
     return F.one_hot(cols[picks], g_class.shape[0]).sum(dim=1).to(g_class.dtype)
 
 
-def _target_counts_max_all(
-    g_class: torch.Tensor, y: torch.Tensor, cols: torch.Tensor
-) -> torch.Tensor:
-    """``m[i, c]`` = how many batch columns of class c attain ``max_j G[i, j]``."""
-    g = g_class[y][:, cols]
+def _target_counts_max_all(g_class: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``m[k, c]`` = how many batch columns of class c attain ``max_j G[k, j]``."""
+    g = _class_target_rows(g_class, cols)
     hits = (g == g.max(dim=1, keepdim=True).values).to(g_class.dtype)
     return hits @ F.one_hot(cols, g_class.shape[0]).to(g_class.dtype)
 
@@ -86,6 +88,8 @@ def local_loss(
     y: torch.Tensor,
     topk: int = 6,
     column_labels: torch.Tensor | None = None,
+    *,
+    log_counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Local loss of one layer and the B x K class scores of ``h``.
 
@@ -93,6 +97,7 @@ def local_loss(
     signals; ``g_class``: (K, K) similarity of the layer's *input* class signals; ``y``: (B,) labels.
     ``column_labels``: labels of the batch columns ``j`` (default ``y``; under data parallelism the
     whole global batch's, so a shard's rows see the columns a single process would).
+    ``log_counts``: :func:`column_log_counts` of the columns, if already computed for this batch.
     The scores are ``S_K`` for the CE losses and ``-mean_f (h - t_k)_f^2`` for ``l2``.
     """
     cols = y if column_labels is None else column_labels
@@ -103,16 +108,22 @@ def local_loss(
             scores = -(torch.cdist(hf, tf).pow(2)) / hf.shape[1]
         return loss, scores
     s_class = signal_similarity(h, t_class)
-    # log-probability of one batch column of class k: S_K[i, k] - log sum_k' n_k' exp S_K[i, k']
-    log_p = s_class - _batch_class_logits(s_class, cols).logsumexp(dim=1, keepdim=True)
+    if log_counts is None:
+        log_counts = column_log_counts(cols, t_class.shape[0], s_class.dtype)
+    # a batch column of class k has logit S_K[i, k]; the n_k columns of class k together weigh
+    # n_k exp S_K[i, k], i.e. the class logits S_K + log n_k (log 0 = -inf drops absent classes)
+    logits = s_class + log_counts.to(s_class.dtype)
+    with torch.no_grad():
+        if kind == "v14":
+            target = _target_classes_argmax(g_class, cols)[y]
+        elif kind == "topk":
+            counts = _target_counts_topk(g_class, cols, topk)[y]
+        else:
+            counts = _target_counts_max_all(g_class, cols)[y]
     if kind == "v14":
-        target = _target_classes_argmax(g_class, y, cols)
-        loss = -log_p.gather(1, target[:, None]).mean()
+        # -log p(one column of the target class) = CE(class logits) + log n_target (a constant)
+        loss = F.cross_entropy(logits, target) + log_counts[target].mean().to(logits.dtype)
     else:
-        counts = (
-            _target_counts_topk(g_class, y, cols, topk)
-            if kind == "topk"
-            else _target_counts_max_all(g_class, y, cols)
-        )
-        loss = -(counts * log_p).sum(dim=1).mean()
+        log_p = s_class - logits.logsumexp(dim=1, keepdim=True)
+        loss = -(counts.to(log_p.dtype) * log_p).sum(dim=1).mean()
     return loss, s_class.detach()

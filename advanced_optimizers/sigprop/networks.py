@@ -3,15 +3,19 @@ r"""SigProp networks: the label becomes a signal at the front and travels throug
 .. math::
     \begin{aligned}
     &t_1 = \mathrm{ReLU}(\mathrm{LayerNorm}(W_s\,\mathrm{onehot}(y))), \qquad h_1 = g_1(x) \\
-    &h_l = g_l(\mathrm{sg}[h_{l-1}]), \qquad t_l = g_l(\mathrm{sg}[t_{l-1}]) \qquad (l = 2..L) \\
-    &\mathcal{L} = \textstyle\sum_l L_l(h_l, t_l;\, t_{l-1}) + \mathrm{CE}(f(\mathrm{sg}[h_L]), y)
+    &h_l = g_l(\mathrm{sg}[\tilde h_{l-1}]), \qquad t_l = g_l(\mathrm{sg}[\tilde t_{l-1}])
+        \qquad (l = 2..L), \qquad \tilde h_l = p_l(h_l),\ \tilde t_l = p_l(t_l) \\
+    &\mathcal{L} = \textstyle\sum_l L_l(h_l, t_l;\, \tilde t_{l-1})
+        + \mathrm{CE}(f(\mathrm{sg}[\tilde h_L]), y)
     \end{aligned}
 
 (:math:`\mathrm{sg}` = stop-gradient; :math:`L_l` one of :mod:`.losses`; :math:`f` the output
-layer). No gradient crosses a layer, so one backward of :math:`\mathcal{L}` gives exactly the
-per-layer local gradients. Inference needs no label: ``forward(x)`` gives the output layer's
-logits. Kohan, Rietman, Siegelmann (IEEE TNNLS 2023); official code amassivek/signalpropagation.
-Design choices where we differ or the sources are silent: ``docs/algorithms/sigprop.md``.
+layer; :math:`p_l` a fixed, parameter-free stage after block :math:`l`: a CNN's max-pool when the
+loss is taken before pooling, else the identity). No gradient crosses a layer, so one backward of
+:math:`\mathcal{L}` gives exactly the per-layer local gradients. Inference needs no label:
+``forward(x)`` gives the output layer's logits. Kohan, Rietman, Siegelmann (IEEE TNNLS 2023);
+official code amassivek/signalpropagation. Design choices where we differ or the sources are
+silent: ``docs/algorithms/sigprop.md``.
 """
 
 from __future__ import annotations
@@ -27,11 +31,41 @@ from torch import nn
 from .._distributed import is_distributed
 from .._validation import check_choice, check_index_tensor, check_int
 from .local_grads import defer_gradients
-from .losses import LOCAL_LOSSES, local_loss, signal_similarity
+from .losses import LOCAL_LOSSES, column_log_counts, local_loss, signal_similarity
 
-__all__ = ["ACTIVATIONS", "SigPropBase", "SigPropCNN", "SigPropNet"]
+__all__ = ["ACTIVATIONS", "NORMS", "SigPropBase", "SigPropCNN", "SigPropNet"]
 
 ACTIVATIONS = ("relu", "leaky_relu")
+NORMS = ("none", "layer", "instance")
+
+
+def _check_norm(norm: str) -> str:
+    if norm in ("batch", "batch_norm", "batchnorm"):
+        raise ValueError(
+            f"norm={norm!r} is not supported: BatchNorm normalises with statistics of the batch, "
+            "and SigProp sends the inputs and the class signals through each block together "
+            "(one signal per class, not per sample), so the batch statistics would mix the class "
+            "signals with the inputs and a class's signal would depend on the batch it is in; "
+            "use a per-sample normalisation: 'layer' or 'instance'"
+        )
+    return check_choice("norm", norm, NORMS)
+
+
+def _norm(norm: str, features: int, conv: bool) -> list[nn.Module]:
+    """Per-sample normalisation after the Linear/Conv (official post-activation ``norm_1d/2d``).
+
+    ``"layer"``: LayerNorm over the features (a conv map: ``GroupNorm(1, C)``, i.e. over
+    (C, H, W) with a per-channel affine); ``"instance"``: ``InstanceNorm2d(affine=True)`` for a
+    conv map; a vector has no spatial positions, so there it is LayerNorm (as the official
+    ``norm_1d`` maps ``instance_norm``).
+    """
+    if norm == "none":
+        return []
+    if not conv:
+        return [nn.LayerNorm(features)]
+    if norm == "layer":
+        return [nn.GroupNorm(1, features)]
+    return [nn.InstanceNorm2d(features, affine=True)]
 
 
 def _activation(name: str) -> nn.Module:
@@ -44,7 +78,11 @@ def _signal_projection(num_classes: int, numel: int) -> nn.Sequential:
 
 
 class SigPropBase(nn.Module):
-    """Shared machinery: ``blocks`` (local layers), ``signal`` (projection), ``output`` (classifier)."""
+    """Shared machinery: ``blocks`` (local layers), ``signal`` (projection), ``output`` (classifier).
+
+    ``fixed``: per block, a parameter-free stage applied after its local loss (``None``: identity),
+    the official ``Fixed`` propagators (a CNN's max-pool with ``loss_before_pool=True``).
+    """
 
     def __init__(
         self,
@@ -55,6 +93,7 @@ class SigPropBase(nn.Module):
         loss: str,
         topk: int,
         layerwise_backward: bool = True,
+        fixed: Sequence[nn.Module | None] | None = None,
     ) -> None:
         super().__init__()
         self.loss = check_choice("loss", loss, LOCAL_LOSSES)
@@ -65,6 +104,16 @@ class SigPropBase(nn.Module):
         self.num_classes = num_classes
         self.signal_shape = tuple(signal_shape)
         self.blocks = nn.ModuleList(blocks)
+        fixed = list(fixed) if fixed is not None else [None] * len(self.blocks)
+        if len(fixed) != len(self.blocks):
+            raise ValueError(f"fixed must have one entry per block, got {len(fixed)}")
+        self.fixed = nn.ModuleList(nn.Identity() if f is None else f for f in fixed)
+        self._has_fixed = [f is not None for f in fixed]
+        # Measured on CPU: a Linear block runs fastest on inputs and class signals as one batch
+        # (one GEMM instead of a second, K-row one); a conv block on two separate batches.
+        self._joint_batch = [
+            not any(isinstance(m, nn.Conv2d) for m in block.modules()) for block in self.blocks
+        ]
         self.output = output
         self.signal = _signal_projection(num_classes, math.prod(self.signal_shape))
         # Nearest-class-signal hits of the last block during training (epoch metric, not state).
@@ -109,9 +158,10 @@ class SigPropBase(nn.Module):
         """Outputs ``h_1..h_L`` of the hidden blocks for ``x``."""
         h = self._check_input(x)
         out = []
-        for block in self.blocks:
+        for block, fixed in zip(self.blocks, self.fixed, strict=True):
             h = block(h)
             out.append(h)
+            h = fixed(h)
         return out
 
     def forward(
@@ -130,20 +180,30 @@ class SigPropBase(nn.Module):
         if y is not None:
             return self._training_loss(x, y, self.layerwise_backward, column_labels)
         h = self._check_input(x)
-        for block in self.blocks:
-            h = block(h)
+        for block, fixed in zip(self.blocks, self.fixed, strict=True):
+            h = fixed(block(h))
         return self.output(h)
 
     def class_signals(self) -> list[torch.Tensor]:
-        """Class signals ``t_1..t_L`` (each K x layer output shape) of the current weights."""
+        """Class signals ``t_1..t_L`` (each K x block output shape, where the loss is taken)."""
         weight = self.signal[0].weight
-        eye = torch.eye(self.num_classes, dtype=weight.dtype, device=weight.device)
-        t = self.signal(eye).view(self.num_classes, *self.signal_shape)
+        t = self.signal(self._eye(weight)).view(self.num_classes, *self.signal_shape)
         out = [t]
-        for block in list(self.blocks)[1:]:
-            t = block(t)
-            out.append(t)
+        for index, block in enumerate(self.blocks):
+            if index > 0:
+                t = block(t)
+                out.append(t)
+            t = self.fixed[index](t)
         return out
+
+    def _eye(self, like: torch.Tensor) -> torch.Tensor:
+        """The K one-hot labels (cached per dtype and device: built once, not every step)."""
+        key = (like.dtype, like.device)
+        cache = self.__dict__.setdefault("_eye_cache", {})
+        eye = cache.get(key)
+        if eye is None:
+            eye = cache[key] = torch.eye(self.num_classes, dtype=like.dtype, device=like.device)
+        return eye
 
     @torch.no_grad()
     def predict_by_signal(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
@@ -201,31 +261,40 @@ class SigPropBase(nn.Module):
         if column_labels is not None:
             column_labels = self._check_labels(column_labels, None, "column_labels")
         eager = layerwise_backward and torch.is_grad_enabled()
-        eye = torch.eye(self.num_classes, dtype=h.dtype, device=h.device)
+        cols = y if column_labels is None else column_labels
+        eye = self._eye(h)
         t = self.signal(eye).view(self.num_classes, *self.signal_shape)
         g_class = eye  # similarity of layer 1's input signals: one-hot labels
+        log_counts = column_log_counts(cols, self.num_classes, torch.float32)  # once per batch
         total: torch.Tensor | None = None
         scores = None
         batch = h.shape[0]
+        last = len(self.blocks) - 1
         deferred_params: list[torch.Tensor] = []
         deferred_grads: list[torch.Tensor | None] = []
         for index, block in enumerate(self.blocks):
             if index == 0:
                 h = block(h.detach())
-            else:  # inputs and class signals through the block as one batch: one GEMM each way
-                both = block(torch.cat([h.detach(), t.detach()]))
-                h, t = both[:batch], both[batch:]
-            loss, scores = local_loss(self.loss, h, t, g_class, y, self.topk, column_labels)
+            elif self._joint_batch[index]:  # inputs and class signals as one batch: one GEMM
+                h, t = block(torch.cat([h.detach(), t.detach()])).split([batch, self.num_classes])
+            else:  # a conv block: two calls, sparing the copy of the maps into one batch
+                h, t = block(h.detach()), block(t.detach())
+            loss, scores = local_loss(
+                self.loss, h, t, g_class, y, self.topk, column_labels, log_counts=log_counts
+            )
             if eager:
-                owners = [block, self.signal] if index == 0 else [block]
-                params = [p for m in owners for p in m.parameters() if p.requires_grad]
+                params = self._local_parameters(index)
                 if params and loss.requires_grad:
                     deferred_grads += torch.autograd.grad(loss, params, allow_unused=True)
                     deferred_params += params
                 loss = loss.detach()
             total = loss if total is None else total + loss
-            with torch.no_grad():
-                g_class = signal_similarity(t.detach(), t.detach())
+            if self._has_fixed[index]:  # official Fixed propagator: after the loss, no gradient
+                with torch.no_grad():
+                    h, t = self.fixed[index](h.detach()), self.fixed[index](t.detach())
+            if index < last:
+                with torch.no_grad():
+                    g_class = signal_similarity(t.detach(), t.detach())
         if scores is not None and self.training:
             with torch.no_grad():
                 self.signal_hits += (scores.argmax(dim=1) == y).sum()
@@ -234,6 +303,11 @@ class SigPropBase(nn.Module):
             total = defer_gradients(total, deferred_params, deferred_grads)
         ce = F.cross_entropy(self.output(h.detach()), y)
         return ce + total
+
+    def _local_parameters(self, index: int) -> list[torch.Tensor]:
+        """Trainable parameters of block ``index``'s local loss (block 0: and the projection)."""
+        owners = [self.blocks[index], self.signal] if index == 0 else [self.blocks[index]]
+        return [p for m in owners for p in m.parameters() if p.requires_grad]
 
     def reset_signal_accuracy(self) -> None:
         """Reset the running nearest-class-signal training accuracy."""
@@ -253,9 +327,11 @@ def _describe(value: Any) -> str:
 
 
 class SigPropNet(SigPropBase):
-    """SigProp MLP: ``[Linear → act] x len(hidden_dims)`` local blocks, then ``Linear(output_dim)``.
+    """SigProp MLP: ``[Linear → norm → act] x len(hidden_dims)`` local blocks, then ``Linear(output_dim)``.
 
     Accepts ``x`` of shape (B, input_dim) or (B, ...) with ``input_dim`` features per sample.
+    ``norm``: ``"none"`` (default), ``"layer"`` or ``"instance"`` (both LayerNorm on a vector);
+    BatchNorm is refused (its batch statistics would mix the class signals with the inputs).
     """
 
     def __init__(
@@ -269,16 +345,22 @@ class SigPropNet(SigPropBase):
         activation: str = "relu",
         bias: bool = True,
         layerwise_backward: bool = True,
+        norm: str = "none",
     ) -> None:
         check_int("input_dim", input_dim, 1)
         check_int("output_dim", output_dim, 2)
         check_choice("activation", activation, ACTIVATIONS)
+        norm = _check_norm(norm)
         hidden_dims = _check_dims("hidden_dims", hidden_dims)
         blocks: list[nn.Module] = []
         fan_in = input_dim
         for width in hidden_dims:
             blocks.append(
-                nn.Sequential(nn.Linear(fan_in, width, bias=bias), _activation(activation))
+                nn.Sequential(
+                    nn.Linear(fan_in, width, bias=bias),
+                    *_norm(norm, width, conv=False),
+                    _activation(activation),
+                )
             )
             fan_in = width
         output = nn.Linear(fan_in, output_dim, bias=bias)
@@ -287,6 +369,7 @@ class SigPropNet(SigPropBase):
         )
         self.input_dim = input_dim
         self.hidden_dims = hidden_dims
+        self.norm = norm
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -302,16 +385,21 @@ class SigPropNet(SigPropBase):
     def extra_repr(self) -> str:
         return (
             f"input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, "
-            f"output_dim={self.num_classes}, loss={self.loss!r}"
+            f"output_dim={self.num_classes}, loss={self.loss!r}, norm={self.norm!r}"
         )
 
 
 class SigPropCNN(SigPropBase):
-    """SigProp VGG-style CNN (the harness ``cnn``): each conv (+ReLU) is one local block.
+    """SigProp VGG-style CNN (the harness ``cnn``): each conv (+norm, act) is one local block.
 
-    Blocks: for each entry ``c`` of ``channels``, ``convs_per_stage`` x [Conv3x3(c) → act], the last one
-    followed by MaxPool2; then one local block per ``fc_dims`` entry (Flatten → Linear → act) and the
-    output ``Linear(num_classes)``.
+    Blocks: for each entry ``c`` of ``channels``, ``convs_per_stage`` x [Conv3x3(c) → norm → act],
+    the last one followed by MaxPool2; then one local block per ``fc_dims`` entry
+    (Flatten → Linear → norm → act) and the output ``Linear(num_classes)``.
+    ``loss_before_pool=True`` (default, the official VGG): the max-pool is a separate fixed stage,
+    so the block's local loss is taken on the conv output before pooling; ``False``: the pool ends
+    the block and the loss is taken after it. ``norm``: ``"none"`` (default), ``"layer"``
+    (``GroupNorm(1, C)`` on conv maps, LayerNorm on vectors) or ``"instance"``
+    (``InstanceNorm2d(affine=True)``; LayerNorm on vectors); BatchNorm is refused.
     """
 
     def __init__(
@@ -326,6 +414,8 @@ class SigPropCNN(SigPropBase):
         topk: int = 6,
         activation: str = "relu",
         layerwise_backward: bool = True,
+        norm: str = "none",
+        loss_before_pool: bool = True,
     ) -> None:
         input_shape = tuple(input_shape)
         if len(input_shape) != 3 or not all(isinstance(s, int) and s > 0 for s in input_shape):
@@ -335,6 +425,8 @@ class SigPropCNN(SigPropBase):
         check_int("num_classes", num_classes, 2)
         check_int("convs_per_stage", convs_per_stage, 1)
         check_choice("activation", activation, ACTIVATIONS)
+        norm = _check_norm(norm)
+        check_choice("loss_before_pool", loss_before_pool, (True, False))
         channels = _check_dims("channels", channels)
         fc_dims = _check_dims("fc_dims", fc_dims, allow_empty=True)
         c_in, height, width = input_shape
@@ -345,28 +437,45 @@ class SigPropCNN(SigPropBase):
                 f"(one 2x2 max-pool per entry of channels={channels})"
             )
         blocks: list[nn.Module] = []
+        fixed: list[nn.Module | None] = []
         for c_out in channels:
             for conv in range(convs_per_stage):
-                layers = [nn.Conv2d(c_in, c_out, 3, padding=1), _activation(activation)]
-                if conv == convs_per_stage - 1:
-                    layers.append(nn.MaxPool2d(2))
+                layers = [
+                    nn.Conv2d(c_in, c_out, 3, padding=1),
+                    *_norm(norm, c_out, conv=True),
+                    _activation(activation),
+                ]
+                pool = nn.MaxPool2d(2) if conv == convs_per_stage - 1 else None
+                if pool is not None and not loss_before_pool:
+                    layers.append(pool)
                 blocks.append(nn.Sequential(*layers))
+                fixed.append(pool if loss_before_pool else None)
                 c_in = c_out
         fan_in = c_in * (height // scale) * (width // scale)
         for dim in fc_dims:
             blocks.append(
-                nn.Sequential(nn.Flatten(), nn.Linear(fan_in, dim), _activation(activation))
+                nn.Sequential(
+                    nn.Flatten(),
+                    nn.Linear(fan_in, dim),
+                    *_norm(norm, dim, conv=False),
+                    _activation(activation),
+                )
             )
+            fixed.append(None)
             fan_in = dim
         output = nn.Sequential(nn.Flatten(), nn.Linear(fan_in, num_classes))
         first_shape = (
             (channels[0], height, width)
-            if convs_per_stage > 1
+            if convs_per_stage > 1 or loss_before_pool
             else (channels[0], height // 2, width // 2)
         )
-        super().__init__(blocks, output, first_shape, num_classes, loss, topk, layerwise_backward)
+        super().__init__(
+            blocks, output, first_shape, num_classes, loss, topk, layerwise_backward, fixed
+        )
         self.input_shape = input_shape
         self.channels = channels
+        self.norm = norm
+        self.loss_before_pool = loss_before_pool
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -382,7 +491,8 @@ class SigPropCNN(SigPropBase):
     def extra_repr(self) -> str:
         return (
             f"input_shape={self.input_shape}, channels={self.channels}, "
-            f"num_classes={self.num_classes}, loss={self.loss!r}"
+            f"num_classes={self.num_classes}, loss={self.loss!r}, norm={self.norm!r}, "
+            f"loss_before_pool={self.loss_before_pool}"
         )
 
 

@@ -31,17 +31,23 @@ class SigPropAdam(GuardedTorchOptimizer, torch.optim.Adam):
 def create_sigprop_optimizer(
     model: SigPropBase,
     lr: float = 1e-3,
-    signal_lr: float = 1e-4,
+    signal_lr: float | None = 1e-4,
     *,
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     nonfinite: str = "skip",
 ) -> SigPropAdam:
-    """One Adam over two groups: ``"layers"`` (blocks + output) at ``lr``, ``"signal"`` at ``signal_lr``."""
+    """One Adam over two groups: ``"layers"`` (blocks + output) at ``lr``, ``"signal"`` at ``signal_lr``.
+
+    ``signal_lr=None``: the projection at ``lr`` too, as the official code (one learning rate for
+    every module); the default 1e-4 is the seed API's (a tenth of the default ``lr``).
+    """
     if not isinstance(model, SigPropBase):
         raise TypeError(f"model must be a SigPropNet or SigPropCNN, got {type(model).__name__}")
     check_positive("lr", lr)
+    if signal_lr is None:
+        signal_lr = lr
     check_positive("signal_lr", signal_lr)
     check_nonnegative("weight_decay", weight_decay)
     groups = [
