@@ -47,8 +47,9 @@ NONFINITE_POLICIES = ("skip", "raise", "ignore")
 class NonFiniteGuard:
     """What a step does when a gradient (or other step input) holds NaN or ±inf.
 
-    ``policy``: ``"skip"`` (default) warns, counts the step in :attr:`skipped_steps` and leaves the
-    parameters and *all* optimizer state untouched; ``"raise"`` raises ``FloatingPointError``;
+    ``policy``: ``"skip"`` (default) counts the step in :attr:`skipped_steps`, warns at the 1st,
+    10th, 100th, ... skipped step (a diverged run does not print one warning per step), and leaves
+    the parameters and *all* optimizer state untouched; ``"raise"`` raises ``FloatingPointError``;
     ``"ignore"`` steps anyway, as plain ``torch.optim`` does, and costs no host sync. The check is
     exact for every dtype (a large finite ``float16`` gradient is never skipped) and costs one host
     sync per step (:func:`~advanced_optimizers._finite.all_finite`).
@@ -68,12 +69,14 @@ class NonFiniteGuard:
                 f"{self.owner}: non-finite gradient; step refused (nonfinite='raise')"
             )
         self.skipped_steps += 1
-        warnings.warn(
-            f"{self.owner}: non-finite gradient, step skipped (parameters and optimizer state "
-            f"unchanged; {self.skipped_steps} skipped so far)",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        if _is_power_of_ten(self.skipped_steps):  # the 1st, 10th, 100th, ...: not one per step
+            warnings.warn(
+                f"{self.owner}: non-finite gradient, step skipped (parameters and optimizer state "
+                f"unchanged; {self.skipped_steps} skipped so far, counted in skipped_steps; "
+                f"the next warning at {10 * self.skipped_steps})",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         return False
 
     def state_dict(self) -> dict[str, Any]:
@@ -185,3 +188,9 @@ class GuardedTorchOptimizer(GuardedStep):
         super().load_state_dict(state_dict)  # type: ignore[misc]
         if guard is not None:
             self.guard.load_state_dict(guard)
+
+
+def _is_power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1

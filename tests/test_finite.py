@@ -92,3 +92,17 @@ def test_large_finite_float16_gradient_is_never_skipped(name: str) -> None:
     assert optimizer.skipped_steps == 0
     assert not torch.equal(p.detach(), torch.ones_like(p))
     assert torch.isfinite(p).all()
+
+
+def test_skipped_steps_warn_at_powers_of_ten_not_every_step() -> None:
+    from advanced_optimizers._guard import NonFiniteGuard
+
+    guard = NonFiniteGuard("skip", owner="opt")
+    bad = [torch.tensor([math.nan])]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(120):
+            assert not guard.allows(bad)
+    assert guard.skipped_steps == 120
+    counts = [str(w.message).split("; ")[1].split(" ")[0] for w in seen]
+    assert counts == ["1", "10", "100"]
