@@ -273,7 +273,12 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
             flat.addcmul_(diff, bc)
 
     def _hypergradient(self, state: dict[str, Any], index: Any, gram: torch.Tensor, n: int) -> None:
-        """``∂L/∂c ≈ -cos(g_t, d_{t-1})``, ``d_{t-1} = g_{t-1} - g_{t-2}``, for the full rows."""
+        """``∂L/∂c ≈ -cos(g_t, d_{t-1})``, ``d_{t-1} = g_{t-1} - g_{t-2}``, for the full rows.
+
+        With ``difference_decay > 0`` the applied direction is the averaged ``d̄_{t-1}``, while this
+        hypergradient still uses the raw last difference (read from the Gram matrix, no extra pass):
+        an approximation, documented in ``docs/algorithms/gradient_correction.md``.
+        """
         if not self.use_gcode:
             return
         dot = gram[:, 0, 1] - gram[:, 0, 2]
@@ -294,8 +299,9 @@ class GradientCorrectionOptimizer(WrappedOptimizer):
 
     # -- diagnostics ---------------------------------------------------------------------------
     def diagnostics(self, reset: bool = True) -> dict[str, float]:
-        """Means since the last reset (one host read): GC-W's relative prediction error and the
-        naive predictor's, the mean GC-ODE coefficient, the mean cosine of consecutive gradients,
+        """Means since the last reset (one host read): GC-W's squared relative prediction error
+        ``‖ĝ_t − g_t‖² / ‖g_t‖²`` and the naive predictor's (``ĝ_t = g_{t−1}``; predicting zero
+        scores exactly 1), the mean GC-ODE coefficient, the mean cosine of consecutive gradients,
         and how many tensor-steps they cover."""
         totals = torch.stack([s["stats"].cpu() for s in self._groups]).sum(0).tolist()
         err, naive, coef, cosine, count = totals
