@@ -26,8 +26,17 @@ otherwise the official τ = 0 is. ``memory_size`` needs no
 ablation run: a store larger than the dataset gives bit-identical training (``tests/test_fer.py``).
 Its goal goes to ``fer_ablation.goals.json``.
 
-Usage: ``python benchmarks/fer.py [--seeds 5] [--epochs 8] [--quick] [--ablation]``; smoke:
-``--smoke --no-fail`` (tiny subsets, 2 seeds, 3 epochs; with or without ``--ablation``).
+``--step-time``: the overhead goal measured as the goal states it, per step: the harness's MNIST MLP
+(784-512-10, batch 128, real MNIST batches with their indices, torch threads 1), FER's steady state
+(epoch 2: the store filled by one epoch-1 pass over the same batches, so every row has a previous
+output), blocks of ``BLOCK`` training steps (zero_grad, loss, backward, step) of the base method and
+of FER in alternating order; ratio = geometric mean of the per-block ratios with a t-interval
+(``_common.ratio_ci``), for ``fer-adam`` vs ``adam`` and ``fer-sgd`` vs ``sgd``, at the default
+``nonfinite="skip"`` (one host sync per step for the decision) and at ``nonfinite="ignore"``. Goal
+lines go to ``fer_step.goals.json``.
+
+Usage: ``python benchmarks/fer.py [--seeds 5] [--epochs 8] [--quick] [--ablation | --step-time]``;
+smoke: ``--smoke --no-fail`` (tiny subsets, 2 seeds, 3 epochs; with or without ``--ablation``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import _common
@@ -250,6 +260,79 @@ def ablation(args, seeds: list[int]) -> int:
     return goals.finish()
 
 
+BLOCK, STEP_BATCHES = 20, 40
+
+
+def harness_stepper(name: str, options: dict, batches: list) -> Callable[[], None]:
+    """``run()``: one pass of training steps over ``batches`` (the loop of ``train_run``)."""
+    from advanced_optimizers.bench.methods import EpochInfo, Setup, get_method
+    from advanced_optimizers.bench.models import ModelSpec
+
+    torch.manual_seed(0)
+    method = get_method(name, **options)
+    model = method.build_model(ModelSpec("mlp", (1, 28, 28), 10, 512, 1))
+    setup = Setup(lr=1e-3, epochs=3, steps_per_epoch=len(batches), n_train=60000, num_classes=10)
+    optimizer = method.build_optimizer(model, setup)
+    model.train()
+
+    def run() -> None:
+        for batch in batches:
+            optimizer.zero_grad()
+            method.batch_loss(model, optimizer, batch, info).backward()
+            optimizer.step()
+
+    info = EpochInfo(1, 3)
+    method.start_epoch(model, optimizer, info)
+    run()  # epoch 1: FER's warm-up fills the store
+    info = EpochInfo(2, 3)
+    method.start_epoch(model, optimizer, info)
+    return run
+
+
+def step_time(args: argparse.Namespace) -> int:
+    """The per-step overhead goal (see the module docstring)."""
+    from advanced_optimizers.bench.methods import Batch
+
+    goals = _common.report_from_args("fer_step", args, script="benchmarks/fer.py")
+    n = 4 if args.smoke else STEP_BATCHES
+    reps = 2 if args.smoke else args.reps
+    data = load_dataset("mnist", progress=False)
+    batches = [
+        Batch(data.x_train[k * 128 : (k + 1) * 128], data.y_train[k * 128 : (k + 1) * 128],
+              torch.arange(k * 128, (k + 1) * 128))
+        for k in range(n)
+    ]  # fmt: skip
+    print(
+        f"FER step time: MNIST MLP 784-512-10, batch 128, torch threads 1, epoch 2 (store filled); "
+        f"{reps} alternating blocks of {n} steps per pair, after 1 warm-up block"
+    )
+    workload = "MNIST MLP 784-512-10, batch 128, one thread, interleaved blocks of steps"
+    for base, fer in (("adam", "fer-adam"), ("sgd", "fer-sgd")):
+        for nonfinite in ("skip", "ignore"):
+            timing = _common.paired_timing(
+                _common.timed(harness_stepper(fer, {"nonfinite": nonfinite}, batches)),
+                _common.timed(harness_stepper(base, {}, batches)),
+                reps,
+                warmup=1,
+            )
+            ms = [1e3 * statistics.median(t) / n for t in (timing.b, timing.a)]
+            print(
+                f"  {fer} (nonfinite={nonfinite}) / {base}: {timing.ratio.text()}  "
+                f"(ms/step {base} {ms[0]:.2f}, {fer} {ms[1]:.2f})",
+                flush=True,
+            )
+            goals.add(
+                workload,
+                f"{fer} step <= {TIME_RATIO_GOAL}x {base} (nonfinite={nonfinite}): "
+                f"{timing.ratio.text()}",
+                timing.ratio.ratio,
+                TIME_RATIO_GOAL,
+                "<=",
+                ratio=timing.ratio.as_dict(),
+            )
+    return goals.finish()
+
+
 def _default_tau() -> float:
     import inspect
 
@@ -264,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8, help="epochs per run (MLP and CNN)")
     parser.add_argument("--quick", action="store_true", help="small run (2 seeds, 3 epochs)")
     parser.add_argument("--ablation", action="store_true", help="seed-parameter ablation only")
+    parser.add_argument("--step-time", action="store_true", help="per-step overhead goal only")
+    parser.add_argument("--reps", type=int, default=20, help="--step-time: timed blocks per pair")
     _common.add_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -274,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.epochs = min(args.seeds, 2), min(args.epochs, 3)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
+    if args.step_time:
+        return step_time(args)
     if args.ablation:
         status = ablation(args, seeds)
         print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
