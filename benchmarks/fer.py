@@ -200,7 +200,7 @@ def report(
 
 def ablation(args, seeds: list[int]) -> int:
     n_train, n_test = ABLATION_SIZES[_common.run_kind(args)]
-    goals = _common.report_from_args("fer_ablation", args)
+    goals = _common.report_from_args("fer_ablation", args, script="benchmarks/fer.py")
     kind = _common.run_kind(args)
     data = (
         load_dataset("mnist", progress=False)

@@ -175,7 +175,7 @@ def step_vs_mup(args: argparse.Namespace) -> int:
     """Issue goal: our μP training step costs at most 1.01x microsoft/mup's on the same model."""
     import torch.nn.functional as F
 
-    goals = _common.report_from_args("mup_step", args)
+    goals = _common.report_from_args("mup_step", args, script="benchmarks/mup.py")
     try:
         ours, ours_opt, theirs, theirs_opt = _step_models()
     except ImportError:

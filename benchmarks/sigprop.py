@@ -492,7 +492,8 @@ def step_timing(args: argparse.Namespace, final: dict, goals: _common.GoalReport
         goals.add(
             f"MNIST {arch} ({'784-512-512-10' if arch == 'mlp' else 'harness cnn width 16 depth 2'}),"
             f" batch {BATCH}, {steps} steps x {reps} interleaved blocks, torch threads 1",
-            f"{arch.upper()} SigProp step <= {TIME_GOAL}x backprop (Adam, same layers)",
+            f"{arch.upper()} SigProp step <= {TIME_GOAL}x backprop (Adam, same layers): "
+            f"{ratio.text(3)}",
             ratio.ratio, TIME_GOAL, "<=", ratio=ratio.as_dict(), ms_per_step=per_step,
             sigprop_options=final[arch]["sigprop"]["options"], defaults_ratio=extra or None,
         )  # fmt: skip
@@ -502,7 +503,8 @@ def step_timing(args: argparse.Namespace, final: dict, goals: _common.GoalReport
             goals.add(
                 f"MNIST MLP 784-512-512-10, batch {BATCH}, {steps} steps x {reps} interleaved "
                 "blocks, torch threads 1; official = amassivek/signalpropagation components",
-                f"MLP SigProp step <= {OFFICIAL_GOAL}x the official implementation's",
+                f"MLP SigProp step <= {OFFICIAL_GOAL}x the official implementation's: "
+                f"{off.text(3)}",
                 off.ratio, OFFICIAL_GOAL, "<=", ratio=off.as_dict(), ms_per_step=per_step,
                 official_checkout=str(args.official), loss_check_max_abs_diff=official_note,
             )  # fmt: skip
@@ -588,7 +590,8 @@ def memory(args: argparse.Namespace, depths: tuple[int, ...], goals: _common.Goa
     goals.add(
         f"MLP width {MEM_WIDTH}, batch {BATCH}, depths {list(depths)}, median of {args.mem_reps} "
         "fresh processes",
-        f"memory growth {depths[0]}->{depths[-1]} <= {MEMORY_GOAL}x backprop's",
+        f"memory growth {depths[0]}->{depths[-1]} <= {MEMORY_GOAL}x backprop's: {ratio:.3f} "
+        f"({growth['sigprop']:.2f} / {growth['adam']:.2f} MiB)",
         ratio, MEMORY_GOAL, "<=", peak_rise_mib=mem, growth_mib=growth,
         default_zero_grad_peak_rise_mib=default, default_zero_grad_growth_mib=growth_b,
     )  # fmt: skip

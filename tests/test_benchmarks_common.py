@@ -205,6 +205,15 @@ def test_goals_table_from_json(tmp_path: Path, capsys) -> None:
     ]
 
 
+def test_goals_table_lists_what_was_not_measured(tmp_path: Path, capsys) -> None:
+    report = _report(tmp_path)
+    report.add("w", "measured", 1.0, 1.0, "<=")
+    report.config["not_measured"] = ["accuracy: skipped"]
+    report.write()
+    assert goals_tool.main(["--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("| accuracy: skipped | NOT MEASURED |")
+
+
 def test_goals_table_refuses_smoke_runs_and_broken_files(tmp_path: Path, capsys) -> None:
     assert goals_tool.main(["--dir", str(tmp_path)]) == 1  # no goals file at all
     smoke = common.GoalReport("toy", tmp_path, run="smoke", commit="abc")
@@ -220,7 +229,7 @@ def test_goals_table_refuses_smoke_runs_and_broken_files(tmp_path: Path, capsys)
 def test_committed_goal_files_make_a_table(capsys) -> None:
     assert goals_tool.main([]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
-    assert rows and all(row.endswith(("| MET |", "| MISSED |")) for row in rows)
+    assert rows and all(row.endswith(("| MET |", "| MISSED |", "| NOT MEASURED |")) for row in rows)
 
 
 # -- data and the scripts themselves --------------------------------------------------------------

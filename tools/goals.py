@@ -3,7 +3,8 @@
 Reads ``results/benchmarks/*.goals.json``, written by each benchmark script through
 ``benchmarks/_common.py``'s ``GoalReport`` (one record per goal: benchmark, workload, description,
 value, threshold, comparison, met, details), and prints one row per goal in file-name order, then in
-the order the benchmark recorded them. Only full runs belong there: a smoke or quick run's file is an
+the order the benchmark recorded them; a goal the run could not measure (``config.not_measured``)
+gets a row "NOT MEASURED". Only full runs belong there: a smoke or quick run's file is an
 error. Standard library only, so ``python tools/goals.py`` runs with any Python 3.10+.
 
 Usage: ``python tools/goals.py [--dir results/benchmarks]``.
@@ -46,6 +47,8 @@ def load(path: Path) -> tuple[str, list[tuple[str, str]]]:
         if not isinstance(goal.get("met"), bool):
             raise GoalsFileError(f"{path}: goal {k} has no boolean 'met'")
         rows.append((goal["description"], "MET" if goal["met"] else "MISSED"))
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    rows += [(str(note), "NOT MEASURED") for note in config.get("not_measured", [])]
     return script, rows
 
 
