@@ -29,17 +29,18 @@
 #
 # **Modes.** `MODE = "quick"` (default) finishes in a few minutes on 2 CPU cores on a subset of the
 # bundled MNIST, every method at its default learning rate; `MODE = "full"` is the study: the MLP
-# 784-512-512-10 of `advopt compare --preset full` (50 000 training images, 5 seeds, 15 epochs, cosine
-# schedule) and the CNN of `advopt compare --preset full --arch cnn`, each at the settings tuned by
-# `advopt tune` when its `tuning.json` is present (`TUNED_MLP`, `TUNED_CNN`), read from (or resumed
-# into) the same `results/` directories, so nothing finished is trained again. Set it in the
-# parameters cell below, or with papermill:
+# 784-512-512-10 of `advopt compare --preset full` (50 000 training images, 5 seeds, 10 epochs, cosine
+# schedule) and the CNN of `advopt compare --preset full --arch cnn --width 8 --n-train 20000
+# --epochs 8`, each at the settings tuned by `advopt tune` (`results/mnist-mlp/tune/tuning.json`,
+# `results/mnist-cnn/tune/tuning.json`), read from (or resumed into) the study's directories
+# `results/mnist-mlp/final` and `results/mnist-cnn/final`, so nothing finished is trained again. Set it
+# in the parameters cell below, or with papermill:
 # `papermill experiments_comparison.ipynb out.ipynb -p MODE full` (`make notebook` does this and
 # saves the outputs here). Every number shown is computed by the cells, nothing is typed in.
 
 # %% tags=["parameters"]
 MODE = "quick"  # "quick" or "full"
-OUT_ROOT = "results"  # the runs go to OUT_ROOT/mnist-mlp-MODE etc. (relative to the working dir)
+OUT_ROOT = "results"  # quick: OUT_ROOT/mnist-mlp-quick etc.; full: the study's directories
 CIFAR_DIR = None  # a directory holding cifar-10-batches-py, if any
 
 # %%
@@ -56,11 +57,14 @@ if MODE == "quick":  # a few minutes on 2 CPU cores
     SETTINGS.update(n_train=3000, n_test=2000)
     # FER needs > 1 epoch
     CNN_SETTINGS.update(epochs=2, seeds=[0], n_train=1000, n_test=1000, validation=1000)
-MLP_DIR = OUT / f"mnist-mlp-{MODE}"
-CNN_DIR = OUT / f"mnist-cnn-{MODE}"
-# `advopt tune --preset full --trials 20 --out results/tune-mnist-mlp` (and --arch cnn, -cnn)
-TUNED_MLP = OUT / "tune-mnist-mlp" / "tuning.json"
-TUNED_CNN = OUT / "tune-mnist-cnn" / "tuning.json"
+    MLP_DIR, CNN_DIR = OUT / "mnist-mlp-quick", OUT / "mnist-cnn-quick"
+else:  # the study: --width 8 --n-train 20000 --epochs 8 fit 16 methods x 5 seeds on 2 cores
+    CNN_SETTINGS.update(width=8, n_train=20_000, epochs=8)
+    MLP_DIR, CNN_DIR = OUT / "mnist-mlp" / "final", OUT / "mnist-cnn" / "final"
+# `advopt tune --preset full --trials 6 --out results/mnist-mlp/tune` (and --arch cnn ... mnist-cnn);
+# quick mode uses a tuning only if one was made for it (same settings) beside its runs
+TUNED_MLP = MLP_DIR.parent / "tune" / "tuning.json" if MODE == "full" else MLP_DIR / "tuning.json"
+TUNED_CNN = CNN_DIR.parent / "tune" / "tuning.json" if MODE == "full" else CNN_DIR / "tuning.json"
 print(MODE, SETTINGS, CNN_SETTINGS, sep="\n")
 
 # %% [markdown]
@@ -214,7 +218,8 @@ profile = performance_profile([MLP_DIR, CNN_DIR])
 display(Markdown(profile_table(profile)))
 for method, curve in profile["curves"].items():  # rho at tau = 1 (fastest) and at the largest tau
     print(f"{method:<20} fastest on {curve[0]:.0%}, reached the target on {curve[-1]:.0%}")
-print("profile plot:", plot_profile(profile, OUT / f"profile-{MODE}" / "profile.png"))
+PROFILE_DIR = OUT / "profile" if MODE == "full" else OUT / "profile-quick"
+print("profile plot:", plot_profile(profile, PROFILE_DIR / "profile.png"))
 
 # %% [markdown]
 # ## 7. CIFAR-10 (when the data is given)
