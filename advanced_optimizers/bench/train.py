@@ -25,19 +25,9 @@ split" in reports) the loop is the original one: the test set is evaluated after
 (``test_loss``, ``test_acc``, per-epoch test correctness), so any selection made from such a run is
 made on the test set.
 
-**Failures.** A run is stopped and returned with ``status = "failed"`` and the reason when
-
-* its epoch's training loss (or, with a validation split, its validation loss) is not finite
-  (diverged), or
-* with a validation split: its validation accuracy is not above ``CHANCE_FACTOR`` (1.5) × chance
-  (``1 / num_classes``) at the end of any epoch from :func:`failure_check_epoch` on
-  (``min(epochs, max(2, ceil(epochs / 4)))``: the later of epoch 2 and a quarter of the budget, the
-  last epoch for shorter runs). A run still at chance there has not started learning; a run that
-  falls back to chance later has collapsed.
-
-Without a validation split only the first rule applies (the second would be a decision made on the
-test set). A failed run's test set is not evaluated; its record is final (``advopt compare`` does
-not retry it unless asked with ``--retry-failed``).
+**Failures.** A run that diverges, or is still at chance (with a validation split) by
+:func:`~.failure.failure_check_epoch`, is stopped and returned with ``status = "failed"`` and the
+reason: the rule of :mod:`.failure`.
 
 Reproducibility: the model is initialised right after ``torch.manual_seed(seed)`` and the data order
 of each epoch depends on ``(seed, epoch)`` only (:meth:`Dataset.epoch_order`), so methods compared under
@@ -48,10 +38,9 @@ last checkpoint is detected again from the restored history).
 
 The model is built on ``torch.manual_seed(seed)`` on the CPU, then moved to ``config.device`` before its
 optimizer is built; the dataset stays in CPU memory and every batch (training and evaluation) is
-moved to the device as it is used. A config carries the run's full fingerprint — the data
-(``dataset``, ``n_train``, ``n_val``, ``n_test``, ``data_id``) and the device as well as the model and
-the optimisation settings — so a checkpoint or a finished run is only ever reused by the same
-experiment.
+moved to the device as it is used. A config carries the run's full fingerprint (:mod:`.run_record`:
+the config, the result and the checkpoint), so a checkpoint or a finished run is only ever reused
+by the same experiment.
 
 Under ``torchrun`` every rank trains on its shard of each global batch and the gradients are averaged
 across ranks (:mod:`.distributed`); the records and checkpoints are those of rank 0.
@@ -59,30 +48,40 @@ across ranks (:mod:`.distributed`); the records and checkpoints are those of ran
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-import pickle
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from .._validation import check_choice, check_int, check_nonnegative, check_positive, check_range
+from .._validation import check_choice as check_choice
+from .._validation import check_int as check_int
+from .._validation import check_nonnegative as check_nonnegative
+from .._validation import check_positive as check_positive
+from .._validation import check_range as check_range
 from .atomic import write_torch
 from .data import Dataset, move_batch
 from .device import resolve_device
 from .distributed import average_gradients, is_main, mean_over_ranks, shard, world_size
+from .failure import CHANCE_FACTOR as CHANCE_FACTOR
+from .failure import detect_failure
+from .failure import failure_check_epoch as failure_check_epoch
 from .methods import EpochInfo, Method, Setup, get_method
 from .models import ModelSpec
+from .run_record import _CHECKPOINT_KEYS as _CHECKPOINT_KEYS
+from .run_record import _MISSING as _MISSING
+from .run_record import _RUN_DEVICES as _RUN_DEVICES
+from .run_record import FINGERPRINT_FIELDS as FINGERPRINT_FIELDS
+from .run_record import SCHEDULES as SCHEDULES
+from .run_record import RunConfig, RunResult, _check_data, config_differences, read_checkpoint
+from .run_record import _pack_bits as _pack_bits
+from .run_record import _unpack_bits as _unpack_bits
+from .run_record import data_id as data_id
 
 __all__ = [
     "CHANCE_FACTOR",
@@ -97,233 +96,8 @@ __all__ = [
     "read_checkpoint",
     "train_run",
 ]
-
-
-SCHEDULES = ("constant", "cosine")
-
-# RunConfig fields added to make a run's record identify its experiment completely; a run file or
-# checkpoint written before they existed lacks them (they load as ``None``: "unknown").
-FINGERPRINT_FIELDS = ("dataset", "n_train", "n_val", "n_test", "data_id", "device")
-_RUN_DEVICES = ("cpu", "cuda", "mps")
-
-# A run whose validation accuracy is not above CHANCE_FACTOR / num_classes has failed (see above).
-CHANCE_FACTOR = 1.5
-
-
-def failure_check_epoch(epochs: int) -> int:
-    """The first epoch at which a run still at chance counts as failed (see the module docstring)."""
-    return min(epochs, max(2, math.ceil(epochs / 4)))
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines one run. ``lr=None`` takes the method's default learning rate.
-
-    ``schedule``: ``"constant"`` keeps each param group's learning rate; ``"cosine"`` multiplies it by
-    ``(1 + cos(π s / S)) / 2`` at step ``s`` of ``S`` (``CosineAnnealingLR`` stepped per batch, so
-    per-group ratios — μP's, for instance — are kept).
-
-    The data and device fields are the run's fingerprint (``None`` = not recorded): ``dataset`` the
-    dataset's name, ``n_train`` / ``n_test`` the numbers of samples actually used, ``data_id`` a
-    digest of the labels used (:func:`data_id`), ``device`` the device type trained on (``None``
-    trains on the CPU). When set, :func:`train_run` checks them against the dataset it is given.
-    ``n_val`` is the size of the validation split (0: none; ``None``: not recorded).
-    """
-
-    method: str
-    options: dict[str, Any] = field(default_factory=dict)
-    arch: str = "mlp"
-    width: int | None = None
-    depth: int | None = None
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    seed: int = 0
-    schedule: str = "constant"
-    dataset: str | None = None
-    n_train: int | None = None
-    n_test: int | None = None
-    data_id: str | None = None
-    device: str | None = None
-    n_val: int | None = None
-
-    def __post_init__(self) -> None:
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_int("epochs", self.epochs, 1)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("seed", self.seed, 0)
-        if self.lr is not None:
-            check_positive("lr", self.lr)
-        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
-        check_nonnegative("weight_decay", self.weight_decay)
-        for name in ("n_train", "n_test"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), 1)
-        if self.n_val is not None:
-            check_int("n_val", self.n_val, 0)
-        if self.device is not None:
-            check_choice("device", self.device, _RUN_DEVICES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class RunResult:
-    """One run's record.
-
-    ``history``: per-epoch dicts (see the module docstring). ``correct``: bool (epochs × n) per-sample
-    correctness on the selection split — validation, or the test set for a run without a validation
-    split (``selection_split``). ``test_correct``: the final run's per-sample test correctness
-    (``None`` when the test set was not evaluated once at the end). ``status``: ``"ok"`` or
-    ``"failed"``, with the reason in ``failure``.
-    """
-
-    config: RunConfig
-    history: list[dict[str, Any]]
-    correct: torch.Tensor
-    status: str = "ok"
-    failure: str | None = None
-    test_correct: torch.Tensor | None = None
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1]
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def selection_split(self) -> str:
-        """``"val"`` if the run was measured on a validation split, else ``"test"`` (legacy)."""
-        return "val" if self.history and "val_acc" in self.history[0] else "test"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; correctness rows are bit-packed and base64-encoded."""
-        out: dict[str, Any] = {
-            "config": self.config.to_dict(),
-            "status": self.status,
-            "failure": self.failure,
-            "history": self.history,
-            "correct_split": self.selection_split,
-            "correct": [_pack_bits(row) for row in self.correct],
-            "n_correct": int(self.correct.shape[1]) if self.correct.ndim == 2 else 0,
-        }
-        if self.test_correct is not None:
-            out["test_correct"] = _pack_bits(self.test_correct)
-            out["n_test"] = int(self.test_correct.numel())
-        elif self.selection_split == "test":
-            out["n_test"] = out["n_correct"]  # the field name older readers expect
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        """Read :meth:`to_dict`'s form, and run files written before validation splits existed."""
-        width = data["n_correct"] if "n_correct" in data else data["n_test"]
-        rows = [_unpack_bits(row, width) for row in data["correct"]]
-        correct = torch.stack(rows) if rows else torch.zeros(0, width, dtype=torch.bool)
-        test_correct = None
-        if data.get("test_correct") is not None:
-            test_correct = _unpack_bits(data["test_correct"], data["n_test"])
-        status = data.get("status", "ok")
-        if status not in ("ok", "failed"):
-            raise ValueError(f"status must be 'ok' or 'failed', got {status!r}")
-        return cls(
-            RunConfig(**data["config"]),
-            data["history"],
-            correct,
-            status=status,
-            failure=data.get("failure"),
-            test_correct=test_correct,
-        )
-
-
-def data_id(dataset: Dataset) -> str:
-    """A short digest of ``dataset``'s labels (train, then test) and sizes.
-
-    It tells one subset, order or source of the data from another. It is computed on the labels
-    only: they are exact integers, whereas the normalised images can differ in their last bits from
-    one machine or thread count to another; the images of the catalog datasets are pinned by their
-    files' SHA-256 sums.
-    """
-    head = f"{dataset.name}:{dataset.n_train}:{dataset.n_test}:"
-    splits = [dataset.y_train, dataset.y_test]
-    if dataset.n_val:  # a dataset without a validation split keeps its earlier digest
-        head += f"val{dataset.n_val}:"
-        splits.append(dataset.y_val)
-    digest = hashlib.sha256(head.encode())
-    for labels in splits:
-        digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``"name: saved X, now Y"`` for every field of two config dicts that differs."""
-    keys = list(wanted) + [k for k in saved if k not in wanted]
-    return [
-        f"{key}: saved {saved.get(key, '(not recorded)')!r}, now {wanted.get(key)!r}"
-        for key in keys
-        if saved.get(key, _MISSING) != wanted.get(key, _MISSING)
-    ]
-
-
-_MISSING = object()
-_CHECKPOINT_KEYS = {"config", "model", "optimizer", "rng", "history", "correct"}
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train_run` (tensors only, onto the CPU).
-
-    A damaged or foreign file is a ``ValueError`` naming it and saying what to do — never a prompt
-    to load it with ``weights_only=False``, which would let a planted file run code.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError) as exc:
-        raise ValueError(
-            f"checkpoint {path} is damaged or not an advopt checkpoint "
-            f"({type(exc).__name__}); delete it to restart that run from its first epoch"
-        ) from None
-    missing = _CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else _CHECKPOINT_KEYS
-    if missing:
-        raise ValueError(
-            f"checkpoint {path} is not an advopt checkpoint (it lacks {', '.join(sorted(missing))}); "
-            "delete it to restart that run from its first epoch"
-        )
-    return state
-
-
-def _check_data(config: RunConfig, dataset: Dataset) -> None:
-    """The dataset matches the config's data fingerprint (fields left ``None`` are not checked)."""
-    actual = {
-        "dataset": dataset.name,
-        "n_train": dataset.n_train,
-        "n_val": dataset.n_val,
-        "n_test": dataset.n_test,
-        "data_id": data_id(dataset) if config.data_id is not None else None,
-    }
-    wrong = [
-        f"{key}: config {getattr(config, key)!r}, data {value!r}"
-        for key, value in actual.items()
-        if getattr(config, key) is not None and getattr(config, key) != value
-    ]
-    if wrong:
-        raise ValueError(f"the dataset given does not match the run's config ({'; '.join(wrong)})")
-
-
-def _pack_bits(row: torch.Tensor) -> str:
-    return base64.b64encode(np.packbits(row.numpy().astype(np.uint8)).tobytes()).decode("ascii")
-
-
-def _unpack_bits(text: str, n: int) -> torch.Tensor:
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n]
-    return torch.from_numpy(bits.astype(bool))
+# The names imported above as ``name as name`` are re-exported: this module held them before the
+# run's records moved to :mod:`.run_record` and the failure rule to :mod:`.failure`.
 
 
 @torch.no_grad()
@@ -419,37 +193,6 @@ def _train_epoch(
     return mean_over_ranks(total / dataset.n_train)
 
 
-def detect_failure(
-    record: dict[str, Any], epochs: int, num_classes: int, split: str | None = None
-) -> str | None:
-    """Why a run whose latest epoch is ``record`` has failed (see the module docstring), or ``None``.
-
-    ``split``: the accuracy the chance rule reads — ``"val"`` (default when the record has
-    ``val_acc``); ``"test"`` applies it to a run without a validation split, which only reports do
-    (after the fact, and labelled: it is a judgement made on the test set); ``None`` otherwise
-    checks the losses only.
-    """
-    epoch = int(record["epoch"])
-    if split is None and "val_acc" in record:
-        split = "val"
-    losses = ("train_loss", "val_loss") if "val_loss" in record else ("train_loss",)
-    for key in losses:
-        value = record[key]
-        if value is None or not math.isfinite(value):  # a run file stores NaN/inf as null
-            what = "training loss" if key == "train_loss" else "validation loss"
-            return f"diverged: {what} is {value} at epoch {epoch}"
-    if split is not None and epoch >= failure_check_epoch(epochs):
-        acc = record[f"{split}_acc"]
-        floor = CHANCE_FACTOR / num_classes
-        name = "validation" if split == "val" else "test"
-        if acc is None or not acc > floor:
-            return (
-                f"at chance: {name} accuracy {acc:.4f} <= {floor:.4f} "
-                f"({CHANCE_FACTOR:g} x chance) at epoch {epoch}"
-            )
-    return None
-
-
 def _failure(record: dict[str, Any], config: RunConfig, num_classes: int) -> str | None:
     return detect_failure(record, config.epochs, num_classes)
 
@@ -469,7 +212,7 @@ def train_run(
     ``evaluate_test``: with a validation split, evaluate the test set once after the last epoch
     (a final run); ``False`` never touches it (tuning). Without a validation split the test set is
     evaluated every epoch regardless (the legacy loop). The model trains on ``config.device``
-    (the CPU when ``None``). A run that fails (see the module docstring) stops early and is
+    (the CPU when ``None``). A run that fails (see :mod:`.failure`) stops early and is
     returned with ``status="failed"``.
     """
     _check_data(config, dataset)

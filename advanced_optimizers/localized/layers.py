@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -78,3 +79,23 @@ def check_owns_parameters(layers: Iterable[tuple[str, nn.Module]], groups: Itera
 def describe_order(layers: list[tuple[str, nn.Module]], seen: list[int]) -> str:
     """Text for an execution-order error: the order the layers ran in."""
     return ", ".join(repr(layers[i][0]) for i in seen)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", None)
+    if type(model).__name__ in ("DistributedDataParallel", "DataParallel") and isinstance(
+        inner, nn.Module
+    ):
+        return inner
+    return model
+
+
+def _refuse_ddp_without_unused_parameters(model: Any) -> None:
+    if type(model).__name__ == "DistributedDataParallel" and not getattr(
+        model, "find_unused_parameters", False
+    ):
+        raise ValueError(
+            "LoCal freezes the localized layers (requires_grad=False), so under "
+            "DistributedDataParallel some parameters get no gradient: wrap the model with "
+            "DistributedDataParallel(model, find_unused_parameters=True)"
+        )

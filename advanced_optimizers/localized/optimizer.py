@@ -4,11 +4,15 @@ Krithivasan, Sen, Venkataramani, Raghunathan, "Accelerating DNN Training through
 Learning" (ICLR 2021 submission; Frontiers in Neuroscience 2022). Only the abstracts are public and
 no code exists: the rule (:mod:`.rule`), the selection policies (:mod:`.selection`) and the gate
 (:mod:`.gate`) are our design. Provenance, reasons and measurements: ``docs/algorithms/localized.md``.
+
+:class:`LocalizedOptimizer` is put together from parts: where the transition layer is and how it
+moves (:mod:`.transition`), the forward hooks that collect the rule's terms (:mod:`.hooks`) and
+its extra checkpoint state (:mod:`.state`); here are its construction, the step template, the
+gate and data parallelism, and FreezeOut (:class:`FreezeOutOptimizer`) on the same machinery.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -21,7 +25,15 @@ from .._distributed import all_reduce_sum, is_distributed
 from .._validation import check_choice, check_int, check_nonnegative, check_probability
 from .._wrapper import WrappedOptimizer, build_base_optimizer
 from .gate import LossGate
-from .layers import check_owns_parameters, describe_order, find_localizable_layers
+from .hooks import HebbianHooks
+from .hooks import _autocast_off as _autocast_off
+from .layers import (
+    _refuse_ddp_without_unused_parameters,
+    _unwrap,
+    check_owns_parameters,
+    find_localizable_layers,
+)
+from .layers import describe_order as describe_order
 from .rule import RULES, apply_direction_step
 from .selection import (
     SELECTIONS,
@@ -30,6 +42,8 @@ from .selection import (
     SelectionPolicy,
     StaticSelection,
 )
+from .state import LocalizedState
+from .transition import TransitionControl
 
 __all__ = [
     "FreezeOutOptimizer",
@@ -41,8 +55,11 @@ __all__ = [
 SELECTION_MODES = tuple(SELECTIONS)
 RULE_NAMES = tuple(RULES)
 
+# ``describe_order`` and ``_autocast_off`` are re-exported (``name as name``): this module held
+# them before the hooks moved to :mod:`.hooks`.
 
-class LocalizedOptimizer(WrappedOptimizer):
+
+class LocalizedOptimizer(TransitionControl, HebbianHooks, LocalizedState, WrappedOptimizer):
     r"""LoCal+SGD around a base optimizer.
 
     The parametrised layers :math:`L_0 \dots L_{n-1}` (execution order) are split by the transition
@@ -145,36 +162,6 @@ class LocalizedOptimizer(WrappedOptimizer):
 
     # -- read-only views ------------------------------------------------------------------------
     @property
-    def cap(self) -> int:
-        """The largest ``T`` ever used: ``min(max_transition, n_layers − min_sgd_layers)``."""
-        cap = len(self.layers) - self.min_sgd_layers
-        return cap if self.max_transition is None else min(cap, self.max_transition)
-
-    @property
-    def modes(self) -> list[str]:
-        """Each layer's learning mode this epoch: 'hebbian', 'frozen' (rate 0) or 'sgd'."""
-        local = "hebbian" if self.hebbian_lr > 0 else "frozen"
-        return [local if i < self.transition else "sgd" for i in range(len(self.layers))]
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [name for name, _ in self.layers]
-
-    @property
-    def layer_times(self) -> list[float] | None:
-        """``selection_mode="freezeout"``: each layer's time :math:`t_i` as a fraction of
-        ``total_steps`` (spaced up to the cap layer; the layers after it at 1); else ``None``."""
-        if not isinstance(self.selection, FreezeOutSelection):
-            return None
-        spaced = self.selection.times(self.cap + 1)
-        return spaced + [1.0] * (len(self.layers) - len(spaced))
-
-    @property
-    def progress(self) -> float | None:
-        """Fraction of ``total_steps`` taken (``None`` without ``total_steps``)."""
-        return None if self.total_steps is None else self.steps / self.total_steps
-
-    @property
     def gate(self) -> float:
         """The weak-supervision gate :math:`g_t` (a host read: for logging, not the step)."""
         return float(self.gate_rule.value())
@@ -194,131 +181,10 @@ class LocalizedOptimizer(WrappedOptimizer):
         """The current localized rate ``η_t = hebbian_lr · g_t``."""
         return self.hebbian_lr * self.gate
 
-    # -- transition control ---------------------------------------------------------------------
-    def set_transition(self, transition: int) -> None:
-        """Put layers ``< transition`` in localized mode and the rest on the base optimizer."""
-        check_int("transition", transition, 0)
-        if transition > self.cap:
-            raise ValueError(f"transition must be in [0, {self.cap}] (the cap), got {transition}")
-        self.transition = transition
-        self._set_requires_grad()
-
-    def _set_requires_grad(self) -> None:
-        for index, (_, module) in enumerate(self.layers):
-            sgd = index >= self.transition
-            for p in module.parameters(recurse=False):
-                p.requires_grad_(sgd)
-                if not sgd:
-                    p.grad = None
-            if sgd:
-                self._pending.pop(index, None)
-
-    def _take_snapshots(self) -> list[torch.Tensor]:
-        return [module.weight.detach().clone() for _, module in self.layers]
-
-    def _relative_updates(self) -> list[float]:
-        changes = []
-        for (_, module), before in zip(self.layers, self._snapshots, strict=True):
-            weight = module.weight.detach()
-            changes.append(torch.stack([before.norm(), (weight - before).norm()]))
-        out = []
-        for scale, change in torch.stack(changes).tolist():  # one host read per epoch
-            out.append(change / scale if scale > 0 else change)
-        return out
-
-    def next_transition(self) -> int:
-        """``T`` for the next epoch from the recorded history and the selection policy."""
-        if self.epoch < self.warmup_epochs or self.transition >= self.cap:
-            return self.transition
-        wished = self.selection.next_transition(
-            self.transition, self.epoch, self.warmup_epochs, self.history[-1]["update"]
-        )
-        return max(self.transition, min(self.cap, wished))
-
-    def end_epoch(self, train_loss: float | None = None) -> dict[str, float]:
-        """Record the finished epoch, move ``T``; returns the numbers worth logging.
-
-        Under ``torch.distributed`` every rank must call it; ``train_loss`` is averaged over the
-        ranks (a rank's own shard mean would give each rank another gate, and the weights drift).
-        """
-        train_loss = self._mean_over_ranks(train_loss)
-        self.gate_rule.end_epoch(train_loss)
-        self.epoch += 1
-        updates = self._relative_updates()
-        if isinstance(self.selection, DynamicSelection):
-            self.selection.observe(updates)
-        record = {
-            "epoch": self.epoch,
-            "transition": self.transition,
-            "train_loss": math.nan if train_loss is None else float(train_loss),
-            "gate": self.gate,
-            "update": updates,
-        }
-        self.history.append(record)
-        self._snapshots = self._take_snapshots()
-        self.set_transition(self.next_transition())
-        return {
-            "transition": float(record["transition"]),
-            "transition_next": float(self.transition),
-            "hebbian_gate": record["gate"],
-            "transition_update": updates[min(record["transition"], len(self.layers) - 1)],
-        }
-
-    def _mean_over_ranks(self, train_loss: float | None) -> float | None:
-        """``train_loss`` averaged over the ranks (``None``/non-finite on any rank: ``None``)."""
-        if not is_distributed():
-            return train_loss
-        import torch.distributed as dist
-
-        value = math.nan if train_loss is None else float(train_loss)
-        device = self.layers[0][1].weight.device  # the collective's backend needs the model's
-        total = torch.tensor([value], dtype=torch.float64, device=device)
-        all_reduce_sum([total])
-        mean = total.item() / dist.get_world_size()
-        return mean if math.isfinite(mean) else None
-
     # -- weak supervision -----------------------------------------------------------------------
     def observe_loss(self, loss: float | torch.Tensor) -> None:
         """Feed this step's training loss to the weak-supervision gate (before ``step``)."""
         self.gate_rule.observe(loss)
-
-    # -- the forward-pass rule ------------------------------------------------------------------
-    def _forward_hook(
-        self, index: int, module: nn.Module, args: tuple, output: torch.Tensor
-    ) -> None:
-        if not module.training:
-            return
-        if self._order_seen is not None:
-            self._verify_order(index)
-        if index >= self.transition or self.hebbian_lr == 0.0 or self.steps % self.hebbian_interval:
-            return
-        x = args[0]
-        keep = max(1, math.ceil(self.hebbian_subsample * x.shape[0]))
-        dtype = module.weight.dtype  # the rule in the weight's precision, also under autocast
-        with torch.no_grad(), _autocast_off(x.device.type):
-            numerator, energy = self._rule_terms(
-                module, x[:keep].detach().to(dtype), output[:keep].detach().to(dtype)
-            )
-        pending = self._pending.get(index)
-        if pending is None:
-            self._pending[index] = [numerator, energy]
-        else:  # several forward passes in one step: pool their rows
-            pending[0].add_(numerator)
-            pending[1].add_(energy)
-
-    def _verify_order(self, index: int) -> None:
-        """The first training pass must run the layers in registration order (0, 1, 2, ...)."""
-        seen = self._order_seen
-        if index != len(seen):
-            order = describe_order(self.layers, [*seen, index])
-            raise RuntimeError(
-                f"LocalizedOptimizer: the model's layers run in the order {order}, not in their "
-                f"registration order {self.layer_names}; LoCal localizes a prefix of the layers, so "
-                "register them in the order they run (e.g. build the model as nn.Sequential)"
-            )
-        seen.append(index)
-        if len(seen) == len(self.layers):
-            self._order_seen = None
 
     # -- the step template ----------------------------------------------------------------------
     def _start_step(self, loss: Any) -> None:
@@ -355,14 +221,6 @@ class LocalizedOptimizer(WrappedOptimizer):
         if self.selection.step_based:
             self._follow_schedule()
 
-    def _follow_schedule(self) -> None:
-        """Step-based selection: ``T`` = the layers whose time has come (within the cap)."""
-        times = self.layer_times
-        due = sum(1 for t in times if t <= self.progress + 1e-12)
-        wished = max(self.transition, min(self.cap, due))
-        if wished != self.transition:
-            self.set_transition(wished)
-
     def _discard_step(self) -> None:
         self._pending.clear()
         self._synced = False
@@ -383,57 +241,20 @@ class LocalizedOptimizer(WrappedOptimizer):
         all_reduce_sum([term for i in sorted(self._pending) for term in self._pending[i]], group)
         self.gate_rule.sync_distributed(group)
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def _extra_state(self) -> dict[str, Any]:
-        return {
-            "transition": self.transition,
-            "epoch": self.epoch,
-            "history": [dict(h, update=list(h["update"])) for h in self.history],
-            "gate": self.gate_rule.state_dict(),
-            "selection": self.selection.state_dict(),
-            "hebbian_steps": self.hebbian_steps,  # a host read, at checkpoint time only
-            "steps": self.steps,
-            "snapshots": [s.clone() for s in self._snapshots],
-            "layer_names": self.layer_names,
-        }
+    def _mean_over_ranks(self, train_loss: float | None) -> float | None:
+        """``train_loss`` averaged over the ranks (``None``/non-finite on any rank: ``None``)."""
+        if not is_distributed():
+            return train_loss
+        import torch.distributed as dist
 
-    def _check_extra_state(self, extra: dict[str, Any]) -> None:
-        if list(extra["layer_names"]) != self.layer_names:
-            raise ValueError(
-                f"state_dict was saved for layers {extra['layer_names']}, this optimizer has "
-                f"{self.layer_names}"
-            )
-        saved = [tuple(s.shape) for s in extra["snapshots"]]
-        mine = [tuple(s.shape) for s in self._snapshots]
-        if saved != mine:
-            raise ValueError(
-                f"state_dict was saved for layer weights of shapes {saved}, this model's are {mine}"
-            )
-        if int(extra["transition"]) > self.cap:
-            raise ValueError(
-                f"state_dict has transition {extra['transition']} beyond this optimizer's cap "
-                f"{self.cap}"
-            )
+        value = math.nan if train_loss is None else float(train_loss)
+        device = self.layers[0][1].weight.device  # the collective's backend needs the model's
+        total = torch.tensor([value], dtype=torch.float64, device=device)
+        all_reduce_sum([total])
+        mean = total.item() / dist.get_world_size()
+        return mean if math.isfinite(mean) else None
 
-    def _load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.epoch = int(extra["epoch"])
-        self.history = [dict(h, update=list(h["update"])) for h in extra["history"]]
-        self.gate_rule.load_state_dict(extra["gate"])
-        self.selection.load_state_dict(extra["selection"])
-        self._hebbian_count = int(extra["hebbian_steps"])
-        self.steps = int(extra["steps"])
-        device = self._snapshots[0].device
-        self._snapshots = [s.detach().to(device).clone() for s in extra["snapshots"]]
-        self._pending.clear()
-        self.transition = int(extra["transition"])
-        self._set_requires_grad()
-
-    def remove_hooks(self) -> None:
-        """Detach the forward hooks from the model (the optimizer stops computing Hebbian updates)."""
-        for handle in self._hook_handles:
-            handle.remove()
-        self._hook_handles = []
-
+    # -- repr -----------------------------------------------------------------------------------
     def _repr_options(self) -> dict[str, Any]:
         layers = ", ".join(f"{n}:{m}" for n, m in zip(self.layer_names, self.modes, strict=True))
         options = {
@@ -446,32 +267,6 @@ class LocalizedOptimizer(WrappedOptimizer):
         if isinstance(self.selection, FreezeOutSelection):
             options.update(t_0=self.selection.t_0, spacing=repr(self.selection.spacing))
         return options
-
-
-def _autocast_off(device_type: str) -> Any:
-    if device_type in ("cpu", "cuda", "mps", "xpu") and torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "module", None)
-    if type(model).__name__ in ("DistributedDataParallel", "DataParallel") and isinstance(
-        inner, nn.Module
-    ):
-        return inner
-    return model
-
-
-def _refuse_ddp_without_unused_parameters(model: Any) -> None:
-    if type(model).__name__ == "DistributedDataParallel" and not getattr(
-        model, "find_unused_parameters", False
-    ):
-        raise ValueError(
-            "LoCal freezes the localized layers (requires_grad=False), so under "
-            "DistributedDataParallel some parameters get no gradient: wrap the model with "
-            "DistributedDataParallel(model, find_unused_parameters=True)"
-        )
 
 
 def create_localized_optimizer(

@@ -21,7 +21,7 @@ silent: ``docs/algorithms/sigprop.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,51 +30,17 @@ from torch import nn
 
 from .._distributed import is_distributed
 from .._validation import check_choice, check_index_tensor, check_int
+from .blocks import ACTIVATIONS as ACTIVATIONS
+from .blocks import NORMS as NORMS
+from .blocks import _activation as _activation
+from .blocks import _check_dims, _check_norm, _signal_projection, mlp_blocks, vgg_blocks
+from .blocks import _norm as _norm
 from .local_grads import defer_gradients
 from .losses import LOCAL_LOSSES, column_log_counts, local_loss, signal_similarity
 
 __all__ = ["ACTIVATIONS", "NORMS", "SigPropBase", "SigPropCNN", "SigPropNet"]
-
-ACTIVATIONS = ("relu", "leaky_relu")
-NORMS = ("none", "layer", "instance")
-
-
-def _check_norm(norm: str) -> str:
-    if norm in ("batch", "batch_norm", "batchnorm"):
-        raise ValueError(
-            f"norm={norm!r} is not supported: BatchNorm normalises with statistics of the batch, "
-            "and SigProp sends the inputs and the class signals through each block together "
-            "(one signal per class, not per sample), so the batch statistics would mix the class "
-            "signals with the inputs and a class's signal would depend on the batch it is in; "
-            "use a per-sample normalisation: 'layer' or 'instance'"
-        )
-    return check_choice("norm", norm, NORMS)
-
-
-def _norm(norm: str, features: int, conv: bool) -> list[nn.Module]:
-    """Per-sample normalisation after the Linear/Conv (official post-activation ``norm_1d/2d``).
-
-    ``"layer"``: LayerNorm over the features (a conv map: ``GroupNorm(1, C)``, i.e. over
-    (C, H, W) with a per-channel affine); ``"instance"``: ``InstanceNorm2d(affine=True)`` for a
-    conv map; a vector has no spatial positions, so there it is LayerNorm (as the official
-    ``norm_1d`` maps ``instance_norm``).
-    """
-    if norm == "none":
-        return []
-    if not conv:
-        return [nn.LayerNorm(features)]
-    if norm == "layer":
-        return [nn.GroupNorm(1, features)]
-    return [nn.InstanceNorm2d(features, affine=True)]
-
-
-def _activation(name: str) -> nn.Module:
-    return nn.ReLU() if name == "relu" else nn.LeakyReLU(0.01)
-
-
-def _signal_projection(num_classes: int, numel: int) -> nn.Sequential:
-    """Official ``signal_modules_lp``: bias-free Linear → LayerNorm → ReLU."""
-    return nn.Sequential(nn.Linear(num_classes, numel, bias=False), nn.LayerNorm(numel), nn.ReLU())
+# The names imported above as ``name as name`` are re-exported: this module held them before the
+# blocks moved to :mod:`.blocks`.
 
 
 class SigPropBase(nn.Module):
@@ -352,17 +318,7 @@ class SigPropNet(SigPropBase):
         check_choice("activation", activation, ACTIVATIONS)
         norm = _check_norm(norm)
         hidden_dims = _check_dims("hidden_dims", hidden_dims)
-        blocks: list[nn.Module] = []
-        fan_in = input_dim
-        for width in hidden_dims:
-            blocks.append(
-                nn.Sequential(
-                    nn.Linear(fan_in, width, bias=bias),
-                    *_norm(norm, width, conv=False),
-                    _activation(activation),
-                )
-            )
-            fan_in = width
+        blocks, fan_in = mlp_blocks(input_dim, hidden_dims, norm, activation, bias)
         output = nn.Linear(fan_in, output_dim, bias=bias)
         super().__init__(
             blocks, output, (hidden_dims[0],), output_dim, loss, topk, layerwise_backward
@@ -429,40 +385,16 @@ class SigPropCNN(SigPropBase):
         check_choice("loss_before_pool", loss_before_pool, (True, False))
         channels = _check_dims("channels", channels)
         fc_dims = _check_dims("fc_dims", fc_dims, allow_empty=True)
-        c_in, height, width = input_shape
+        _, height, width = input_shape
         scale = 2 ** len(channels)
         if height % scale or width % scale:
             raise ValueError(
                 f"input_shape {input_shape}: height and width must be divisible by {scale} "
                 f"(one 2x2 max-pool per entry of channels={channels})"
             )
-        blocks: list[nn.Module] = []
-        fixed: list[nn.Module | None] = []
-        for c_out in channels:
-            for conv in range(convs_per_stage):
-                layers = [
-                    nn.Conv2d(c_in, c_out, 3, padding=1),
-                    *_norm(norm, c_out, conv=True),
-                    _activation(activation),
-                ]
-                pool = nn.MaxPool2d(2) if conv == convs_per_stage - 1 else None
-                if pool is not None and not loss_before_pool:
-                    layers.append(pool)
-                blocks.append(nn.Sequential(*layers))
-                fixed.append(pool if loss_before_pool else None)
-                c_in = c_out
-        fan_in = c_in * (height // scale) * (width // scale)
-        for dim in fc_dims:
-            blocks.append(
-                nn.Sequential(
-                    nn.Flatten(),
-                    nn.Linear(fan_in, dim),
-                    *_norm(norm, dim, conv=False),
-                    _activation(activation),
-                )
-            )
-            fixed.append(None)
-            fan_in = dim
+        blocks, fixed, fan_in = vgg_blocks(
+            input_shape, channels, convs_per_stage, fc_dims, norm, activation, loss_before_pool
+        )
         output = nn.Sequential(nn.Flatten(), nn.Linear(fan_in, num_classes))
         first_shape = (
             (channels[0], height, width)
@@ -494,14 +426,3 @@ class SigPropCNN(SigPropBase):
             f"num_classes={self.num_classes}, loss={self.loss!r}, norm={self.norm!r}, "
             f"loss_before_pool={self.loss_before_pool}"
         )
-
-
-def _check_dims(name: str, dims: Iterable[int], allow_empty: bool = False) -> list[int]:
-    if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable):
-        raise TypeError(f"{name} must be a sequence of positive ints, got {type(dims).__name__}")
-    dims = list(dims)
-    if not dims and not allow_empty:
-        raise ValueError(f"{name} must contain at least one positive int, got []")
-    for d in dims:
-        check_int(f"{name} entries", d, 1)
-    return dims
