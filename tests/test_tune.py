@@ -91,6 +91,8 @@ def test_every_method_gets_the_same_budget_and_the_test_set_is_never_read(
     saved = json.loads((tmp_path / "tune" / "tuning.json").read_text())
     assert saved["methods"]["sgd"]["best"] == sgd["best"]
     assert (tmp_path / "tune" / "plots" / "lr_sensitivity.png").exists()
+    table = (tmp_path / "tune" / "tuning.md").read_text()
+    assert f"| sgd | {sgd['counts']['complete']} |" in table
 
 
 def test_same_seed_same_study(tmp_path: Path) -> None:

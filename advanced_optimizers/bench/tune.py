@@ -46,7 +46,7 @@ from typing import Any
 
 from .._validation import check_choice as check_choice
 from .._validation import check_int as check_int
-from .atomic import write_json
+from .atomic import write_json, write_text
 from .data import DATASETS as DATASETS
 from .data import VALIDATION_DEFAULTS as VALIDATION_DEFAULTS
 from .data import Dataset, load_dataset
@@ -292,6 +292,7 @@ def run_tuning(
                 _work(config, study, objective, wait)
         record = tuning_record(config, store, url, digest, data)
     write_json(out / "tuning.json", record)
+    write_text(out / "tuning.md", tuning_table(record))
     from .plots import plot_lr_sensitivity
 
     plot_lr_sensitivity(record, out / "plots" / "lr_sensitivity.png")

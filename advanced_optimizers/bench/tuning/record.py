@@ -2,7 +2,8 @@
 
 **Outputs** (in ``--out``): ``tuning.json`` — the protocol, the budget, every method's space, every
 trial's number, state, parameters, value, status and per-epoch validation accuracy, and the best
-parameters per method — and ``plots/lr_sensitivity.png`` (:func:`~..plots.plot_lr_sensitivity`);
+parameters per method —, ``tuning.md`` (:func:`tuning_table`, the best setting per method) and
+``plots/lr_sensitivity.png`` (:func:`~..plots.plot_lr_sensitivity`);
 rewritten by every worker as it finishes (atomically, from the database).
 """
 
