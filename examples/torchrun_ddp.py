@@ -14,6 +14,7 @@ global batch (the script checks it at the end). The same call exists on ``Locali
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 import torch
@@ -91,8 +92,12 @@ def main(argv: list[str] | None = None) -> None:
         if not same:
             raise SystemExit(1)
     if distributed:
-        del ddp  # DDP's reducer uses the process group: drop it first
-        dist.barrier()  # no rank tears the group down while another still uses it
+        # DDP's reducer holds gloo work objects: free them while the interpreter is fully alive
+        # (freed at interpreter shutdown, they can abort the process: "terminate called without an
+        # active exception"), then tear the group down together
+        del ddp, optimizer, model
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -9,6 +9,7 @@ its test with the rank's traceback.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 import traceback
@@ -217,6 +218,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             dist.barrier()
     finally:
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        gc.collect()  # free DDP's gloo work objects before the group goes
         dist.destroy_process_group()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -62,6 +63,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         if rank == 0:
             Path(out).write_text(json.dumps(results))
     finally:
+        gc.collect()  # free DDP's gloo work objects before the group goes
         dist.destroy_process_group()
 
 

@@ -15,6 +15,8 @@ Launch: ``torchrun --nproc_per_node=2 -m advanced_optimizers.bench.cli compare .
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 
 import torch
@@ -54,7 +56,22 @@ def init_from_env(device: str | torch.device | None = None) -> bool:
     if target.type == "cuda":
         torch.cuda.set_device(target)
     dist.init_process_group(backend=backend_for(target))
+    atexit.register(_leave_process_group)
     return True
+
+
+def _leave_process_group() -> None:
+    """At exit, while the interpreter is still whole: free what holds gloo/nccl work, then leave.
+
+    Work objects freed during interpreter finalization can abort the process ("terminate called
+    without an active exception"); no barrier, so a rank that failed cannot hang the others.
+    """
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # leaving anyway; the exit status is the run's
+            pass
 
 
 def _collective_device() -> torch.device:
