@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --constraint constraints.txt torch==2.13.0
 	$(PY) -m pip install --quiet --constraint constraints.txt -e '.[dev,integrations]'
+	# microsoft/mup, the oracle of tests/test_mup_study.py and benchmarks/mup.py --step-vs-mup; no deps
+	# (it pins torchvision, which does not import beside this torch; what it imports is here already)
+	$(PY) -m pip install --quiet --no-deps mup==1.0.0
 	touch $(STAMP)
 
 install: $(STAMP)
