@@ -259,3 +259,15 @@ def test_flip_metrics_by_hand() -> None:
     assert m["flips_per_epoch"] == [1, 1]
     with pytest.raises(ValueError, match="bool tensor"):
         flip_metrics(correct.int())
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from advanced_optimizers.bench import atomic
+    from advanced_optimizers.bench.atomic import write_text
+
+    path = write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~atomic._UMASK
+    assert atomic._UMASK == os.umask(atomic._UMASK)  # the process's umask

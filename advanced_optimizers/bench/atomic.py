@@ -28,12 +28,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results private
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
