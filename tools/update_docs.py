@@ -2,7 +2,7 @@
 
 A block is delimited by two HTML comments, so the command that produced it stands beside it:
 
-    <!-- BEGIN run: advopt report --out results/mnist-mlp-full --table-only -->
+    <!-- BEGIN run: advopt report --out results/mnist-mlp/final --no-write -->
     ... replaced by the command's standard output ...
     <!-- END -->
 
@@ -11,7 +11,8 @@ A block is delimited by two HTML comments, so the command that produced it stand
     <!-- END -->
 
     <!-- BEGIN include: docs/algorithms/fer.md -->
-    ... replaced by that Markdown file, its headings one level deeper ...
+    ... replaced by that Markdown file, its headings one level deeper (a file under results/,
+    a command's report, two levels: it sits inside a section of the document) ...
     <!-- END -->
 
 Usage: ``python tools/update_docs.py [FILE ...]`` (default: README.md coursework_report.md);
@@ -34,7 +35,7 @@ BLOCK = re.compile(r"(<!-- BEGIN (run|file|include): (.+?) -->\n)(.*?)(<!-- END 
 def render(kind: str, what: str) -> str:
     if kind == "include":
         text = (ROOT / what).read_text().rstrip("\n")
-        return demote_headings(text) + "\n"
+        return demote_headings(text, 2 if what.startswith("results/") else 1) + "\n"
     if kind == "file":
         text = (ROOT / what).read_text().rstrip("\n")
         return f"```text\n{text}\n```\n"
@@ -45,14 +46,14 @@ def render(kind: str, what: str) -> str:
     return done.stdout.rstrip("\n") + "\n"
 
 
-def demote_headings(text: str) -> str:
-    """Markdown ``text`` with every heading one level deeper (code fences left alone)."""
+def demote_headings(text: str, levels: int = 1) -> str:
+    """Markdown ``text`` with every heading ``levels`` deeper (code fences left alone)."""
     lines, in_fence = [], False
     for line in text.splitlines():
         if line.startswith("```"):
             in_fence = not in_fence
         elif not in_fence and line.startswith("#"):
-            line = "#" + line
+            line = "#" * levels + line
         lines.append(line)
     return "\n".join(lines)
 
