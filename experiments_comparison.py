@@ -59,7 +59,7 @@ if MODE == "quick":  # a few minutes on 2 CPU cores
     CNN_SETTINGS.update(epochs=2, seeds=[0], n_train=1000, n_test=1000, validation=1000)
     MLP_DIR, CNN_DIR = OUT / "mnist-mlp-quick", OUT / "mnist-cnn-quick"
 else:  # the study: --width 8 --n-train 20000 --epochs 8 fit 16 methods x 5 seeds on 2 cores
-    CNN_SETTINGS.update(width=8, n_train=20_000, epochs=8)
+    CNN_SETTINGS.update(width=8, depth=2, n_train=20_000, epochs=8)
     MLP_DIR, CNN_DIR = OUT / "mnist-mlp" / "final", OUT / "mnist-cnn" / "final"
 # `advopt tune --preset full --trials 6 --out results/mnist-mlp/tune` (and --arch cnn ... mnist-cnn);
 # quick mode uses a tuning only if one was made for it (same settings) beside its runs
