@@ -450,3 +450,55 @@ def synthetic_mnist(n_train: int = 256, n_test: int = 128, seed: int = 0) -> Dat
     x_train = torch.from_numpy(_class_images(y_train, rng)).float()[:, None] / 255.0
     x_test = torch.from_numpy(_class_images(y_test, rng)).float()[:, None] / 255.0
     return Dataset("toy", x_train, torch.from_numpy(y_train), x_test, torch.from_numpy(y_test), 10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Step timing of harness methods
+# ------------------------------------------------------------------------------------------------
+def mnist_batches(n: int, batch_size: int = 128) -> list[Any]:
+    """The first ``n`` real MNIST training batches, each with its samples' dataset indices."""
+    from advanced_optimizers.bench.data import load_dataset
+    from advanced_optimizers.bench.methods import Batch
+
+    data = load_dataset("mnist", progress=False)
+    return [
+        Batch(
+            data.x_train[k * batch_size : (k + 1) * batch_size],
+            data.y_train[k * batch_size : (k + 1) * batch_size],
+            torch.arange(k * batch_size, (k + 1) * batch_size),
+        )
+        for k in range(n)
+    ]
+
+
+def harness_stepper(
+    name: str, spec: Any, options: Mapping[str, Any], batches: Sequence[Any], epoch: int = 1
+) -> tuple[Callable[[], None], torch.nn.Module]:
+    """``(run, model)``: ``run()`` is one pass of training steps of a harness method over ``batches``
+    (zero_grad, the method's batch loss, backward, step: the loop of ``train_run`` without data
+    loading), at epoch ``epoch`` — the passes of the epochs before it are run first (FER's warm-up
+    fills its store), so what is timed is the method's steady state."""
+    from advanced_optimizers.bench.methods import EpochInfo, Setup, get_method
+
+    torch.manual_seed(0)
+    method = get_method(name, **options)
+    model = method.build_model(spec)
+    setup = Setup(
+        lr=1e-3, epochs=epoch + 1, steps_per_epoch=len(batches), n_train=60000, num_classes=10
+    )
+    optimizer = method.build_optimizer(model, setup)
+    model.train()
+    info = [EpochInfo(1, epoch + 1)]
+
+    def run() -> None:
+        for batch in batches:
+            optimizer.zero_grad()
+            method.batch_loss(model, optimizer, batch, info[0]).backward()
+            optimizer.step()
+
+    for e in range(1, epoch + 1):
+        info[0] = EpochInfo(e, epoch + 1)
+        method.start_epoch(model, optimizer, info[0])
+        if e < epoch:
+            run()
+    return run, model

@@ -45,7 +45,6 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import _common
@@ -263,45 +262,15 @@ def ablation(args, seeds: list[int]) -> int:
 BLOCK, STEP_BATCHES = 20, 40
 
 
-def harness_stepper(name: str, options: dict, batches: list) -> Callable[[], None]:
-    """``run()``: one pass of training steps over ``batches`` (the loop of ``train_run``)."""
-    from advanced_optimizers.bench.methods import EpochInfo, Setup, get_method
-    from advanced_optimizers.bench.models import ModelSpec
-
-    torch.manual_seed(0)
-    method = get_method(name, **options)
-    model = method.build_model(ModelSpec("mlp", (1, 28, 28), 10, 512, 1))
-    setup = Setup(lr=1e-3, epochs=3, steps_per_epoch=len(batches), n_train=60000, num_classes=10)
-    optimizer = method.build_optimizer(model, setup)
-    model.train()
-
-    def run() -> None:
-        for batch in batches:
-            optimizer.zero_grad()
-            method.batch_loss(model, optimizer, batch, info).backward()
-            optimizer.step()
-
-    info = EpochInfo(1, 3)
-    method.start_epoch(model, optimizer, info)
-    run()  # epoch 1: FER's warm-up fills the store
-    info = EpochInfo(2, 3)
-    method.start_epoch(model, optimizer, info)
-    return run
-
-
 def step_time(args: argparse.Namespace) -> int:
     """The per-step overhead goal (see the module docstring)."""
-    from advanced_optimizers.bench.methods import Batch
+    from advanced_optimizers.bench.models import ModelSpec
 
     goals = _common.report_from_args("fer_step", args, script="benchmarks/fer.py")
     n = 4 if args.smoke else STEP_BATCHES
     reps = 2 if args.smoke else args.reps
-    data = load_dataset("mnist", progress=False)
-    batches = [
-        Batch(data.x_train[k * 128 : (k + 1) * 128], data.y_train[k * 128 : (k + 1) * 128],
-              torch.arange(k * 128, (k + 1) * 128))
-        for k in range(n)
-    ]  # fmt: skip
+    batches = _common.mnist_batches(n)
+    spec = ModelSpec("mlp", (1, 28, 28), 10, 512, 1)
     print(
         f"FER step time: MNIST MLP 784-512-10, batch 128, torch threads 1, epoch 2 (store filled); "
         f"{reps} alternating blocks of {n} steps per pair, after 1 warm-up block"
@@ -310,8 +279,10 @@ def step_time(args: argparse.Namespace) -> int:
     for base, fer in (("adam", "fer-adam"), ("sgd", "fer-sgd")):
         for nonfinite in ("skip", "ignore"):
             timing = _common.paired_timing(
-                _common.timed(harness_stepper(fer, {"nonfinite": nonfinite}, batches)),
-                _common.timed(harness_stepper(base, {}, batches)),
+                _common.timed(
+                    _common.harness_stepper(fer, spec, {"nonfinite": nonfinite}, batches, 2)[0]
+                ),
+                _common.timed(_common.harness_stepper(base, spec, {}, batches, 2)[0]),
                 reps,
                 warmup=1,
             )

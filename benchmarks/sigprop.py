@@ -339,34 +339,10 @@ def print_tuning(runs: list[dict], ablations: list[dict], selection: dict) -> No
 # ------------------------------------------------------------------------------------------------
 # Step timing
 # ------------------------------------------------------------------------------------------------
-def real_batches(n: int) -> list[Batch]:
-    data = load_dataset("mnist", progress=False)
-    return [
-        Batch(data.x_train[k * BATCH : (k + 1) * BATCH], data.y_train[k * BATCH : (k + 1) * BATCH],
-              torch.arange(k * BATCH, (k + 1) * BATCH))
-        for k in range(n)
-    ]  # fmt: skip
-
-
 def harness_stepper(name: str, arch: str, options: dict[str, Any], batches: list[Batch]):
-    """A block of training steps of a harness method (the loop of ``train_run``, no data loading)."""
-    torch.manual_seed(0)
-    method = get_method(name, **options)
+    """A block of training steps of a harness method (see ``_common.harness_stepper``)."""
     spec = ModelSpec(arch, (1, 28, 28), 10, ARCHS[arch]["width"], ARCHS[arch]["depth"])
-    model = method.build_model(spec)
-    setup = Setup(lr=1e-3, epochs=1, steps_per_epoch=len(batches), n_train=60000, num_classes=10)
-    optimizer = method.build_optimizer(model, setup)
-    info = EpochInfo(1, 1)
-    method.start_epoch(model, optimizer, info)
-    model.train()
-
-    def run() -> None:
-        for batch in batches:
-            optimizer.zero_grad()
-            method.batch_loss(model, optimizer, batch, info).backward()
-            optimizer.step()
-
-    return run, model
+    return _common.harness_stepper(name, spec, options, batches)
 
 
 def time_blocks(runs: dict[str, Callable[[], None]], reps: int, warmup: int) -> dict[str, list]:
@@ -452,7 +428,7 @@ def check_official_losses(path: str, batch: Batch) -> float:
 def step_timing(args: argparse.Namespace, final: dict, goals: _common.GoalReport) -> None:
     print("\nStep time (one process, torch threads 1, real MNIST batches of 128; blocks of steps "
           "in alternating order)")  # fmt: skip
-    batches = real_batches(20)
+    batches = _common.mnist_batches(20, BATCH)
     for arch, steps, reps in (("mlp", 20, args.time_reps), ("cnn", 3, args.time_reps)):
         ours, _ = harness_stepper(METHODS["sigprop"], arch, final[arch]["sigprop"]["options"],
                                   batches[:steps])  # fmt: skip
