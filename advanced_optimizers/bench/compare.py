@@ -97,14 +97,7 @@ def prepare_data(
     """
     if dataset is None:
         dataset = load_dataset(experiment.dataset, data_dir=data_dir, check_sums=check_sums)
-    if dataset.n_val:
-        if dataset.n_val != experiment.validation:
-            raise ValueError(
-                f"the dataset given has a validation split of {dataset.n_val} samples, the "
-                f"experiment asks for {experiment.validation} (--validation)"
-            )
-    else:
-        dataset = dataset.split_validation(experiment.validation)
+    dataset = dataset.with_validation(experiment.validation, "the experiment")
     return dataset.subset(experiment.n_train, experiment.n_test)
 
 

@@ -33,7 +33,7 @@ import torch
 from .._validation import check_choice, check_int
 from .data import DATASETS, VALIDATION_DEFAULTS, Dataset
 from .device import DEVICES
-from .methods import available_methods, get_method
+from .methods import get_method, resolve_methods
 from .models import ARCHITECTURES
 from .run_record import RunConfig, data_id
 
@@ -97,12 +97,7 @@ class Experiment:
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        registered = available_methods()
-        if not self.methods:
-            self.methods = list(registered)
-        for name in self.methods:
-            if name not in registered:
-                raise ValueError(f"methods must be among {', '.join(registered)}; got {name!r}")
+        self.methods = resolve_methods(self.methods)
         for name in ("method_options", "method_lrs", "tuning"):
             unknown = set(getattr(self, name)) - set(self.methods)
             if unknown:

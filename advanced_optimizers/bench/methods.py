@@ -262,6 +262,16 @@ def available_methods() -> list[str]:
     return list(_REGISTRY)
 
 
+def resolve_methods(methods: list[str]) -> list[str]:
+    """``methods`` checked against the registry (a ``ValueError`` names the registered ones); an
+    empty list means every registered method."""
+    registered = available_methods()
+    for name in methods:
+        if name not in registered:
+            raise ValueError(f"methods must be among {', '.join(registered)}; got {name!r}")
+    return list(methods) or registered
+
+
 def method_summaries() -> dict[str, str]:
     _load_plugins()
     return {name: cls.summary for name, cls in _REGISTRY.items()}

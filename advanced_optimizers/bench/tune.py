@@ -245,14 +245,7 @@ def prepare_tuning_data(
     """The tuning data: validation split carved off, ``n_train`` of the rest, and no test split."""
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=data_dir, check_sums=check_sums)
-    if dataset.n_val:
-        if dataset.n_val != config.validation:
-            raise ValueError(
-                f"the dataset given has a validation split of {dataset.n_val} samples, the "
-                f"tuning asks for {config.validation} (--validation)"
-            )
-    else:
-        dataset = dataset.split_validation(config.validation)  # type: ignore[arg-type]
+    dataset = dataset.with_validation(config.validation, "the tuning")  # type: ignore[arg-type]
     return dataset.subset(config.n_train, None).without_test()
 
 

@@ -88,6 +88,19 @@ class Dataset:
         """Samples in the validation split (0: none)."""
         return 0 if self.y_val is None else len(self.y_val)
 
+    def with_validation(self, n_val: int, asker: str) -> Dataset:
+        """This dataset with a validation split of ``n_val`` samples: the one it has (which must be
+        ``n_val`` samples, or a ``ValueError`` says what ``asker`` asked for), else carved off the
+        end of the training set (:meth:`split_validation`)."""
+        if not self.n_val:
+            return self.split_validation(n_val)
+        if self.n_val != n_val:
+            raise ValueError(
+                f"the dataset given has a validation split of {self.n_val} samples, {asker} asks "
+                f"for {n_val} (--validation)"
+            )
+        return self
+
     def split_validation(self, n_val: int) -> Dataset:
         """The last ``n_val`` training samples become the validation split (0: no split, ``self``).
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..._validation import check_choice, check_int
 from ..data import DATASETS, VALIDATION_DEFAULTS
 from ..device import DEVICES
-from ..methods import Method, TuneOption, available_methods, get_method
+from ..methods import Method, TuneOption, get_method, resolve_methods
 from ..models import ARCHITECTURES
 from ..run_record import SCHEDULES
 
@@ -74,12 +74,7 @@ class TuneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        registered = available_methods()
-        if not self.methods:
-            self.methods = list(registered)
-        for name in self.methods:
-            if name not in registered:
-                raise ValueError(f"methods must be among {', '.join(registered)}; got {name!r}")
+        self.methods = resolve_methods(self.methods)
         check_int("trials", self.trials, 1)
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("arch", self.arch, ARCHITECTURES)
