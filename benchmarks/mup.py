@@ -47,29 +47,12 @@ import torch
 from advanced_optimizers.bench.atomic import write_text
 from advanced_optimizers.bench.data import load_dataset
 from advanced_optimizers.bench.mup_study import (
+    log2_grid,
     lr_sweep,
     plot_lr_sweep,
     sweep_markdown,
     sweep_summary,
 )
-
-
-def log2_grid(text: str) -> list[float]:
-    """``"-12:-5"`` → -12, -11, …, -5 (factor-2 steps); ``"-12,-10,-8"`` → those."""
-    try:
-        if ":" in text:
-            lo, hi = (int(v) for v in text.split(":"))
-            if hi < lo:
-                raise ValueError
-            return [float(v) for v in range(lo, hi + 1)]
-        values = [float(v) for v in text.split(",") if v]
-        if not values:
-            raise ValueError
-        return values
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected LO:HI (ints, LO <= HI) or a comma list of log2 LRs, got {text!r}"
-        ) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@
 * :mod:`.report` — the study's tables and plots; :mod:`.cli` — the commands.
 """
 
-from .cli import register_cli
+from .cli import log2_grid, register_cli
 from .sweep import (
     PARAMETRIZATIONS,
     coord_check,
@@ -23,6 +23,7 @@ from .sweep import (
 __all__ = [
     "PARAMETRIZATIONS",
     "coord_check",
+    "log2_grid",
     "lr_sweep",
     "plot_coord_check",
     "plot_lr_sweep",

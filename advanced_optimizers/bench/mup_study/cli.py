@@ -30,15 +30,18 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _log2_grid(text: str) -> list[float]:
-    """``"-14:-6"`` → -14, -13, …, -6 (factor-2 steps); ``"-12,-10,-8"`` → those."""
+def log2_grid(text: str) -> list[float]:
+    """``"-14:-6"`` → -14, -13, …, -6 (factor-2 steps); ``"-12,-10,-8"`` → those (not none)."""
     try:
         if ":" in text:
             lo, hi = (int(v) for v in text.split(":"))
             if hi < lo:
                 raise ValueError
             return [float(v) for v in range(lo, hi + 1)]
-        return [float(v) for v in text.split(",") if v]
+        values = [float(v) for v in text.split(",") if v]
+        if not values:
+            raise ValueError
+        return values
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected LO:HI (ints, LO <= HI) or a comma list of log2 LRs, got {text!r}"
@@ -246,8 +249,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     _common(p, "64,128,256,512,1024")
     p.add_argument(
         "--log2-lrs",
-        type=_log2_grid,
-        default=_log2_grid("-14:-5"),
+        type=log2_grid,
+        default=log2_grid("-14:-5"),
         help="LR grid as LO:HI in log2 (factor-2 steps) or a comma list; "
         "write it with '=', e.g. --log2-lrs=-14:-5 (the default)",
     )
