@@ -439,19 +439,9 @@ def test_harness_plugin_records_T_and_resumes(tmp_path, toy):
     full = train_run(config, toy)
     assert [h["transition"] for h in full.history] == [0.0, 1.0, 2.0]
 
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_two(record):
-        if record["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_run(config, toy, checkpoint=tmp_path / "c", on_epoch=stop_after_two)
-    resumed = train_run(config, toy, checkpoint=tmp_path / "c")
-    keys = ("test_loss", "train_loss", "transition", "hebbian_gate")
-    for a, b in zip(resumed.history, full.history, strict=True):
-        assert [a[k] for k in keys] == [b[k] for k in keys]
+    assert_interrupted_run_resumes_identically(
+        config, toy, full, tmp_path, 2, ("test_loss", "train_loss", "transition", "hebbian_gate")
+    )
 
 
 def test_hebbian_interval_runs_rule_every_kth_step():
@@ -677,16 +667,26 @@ def test_harness_freezeout_method_freezes_and_resumes(tmp_path, toy):
     full = train_run(config, toy)  # 3 layers, 4 steps an epoch: times 0.3, 0.65, 1
     assert [h["transition_next"] for h in full.history] == [1.0, 2.0, 2.0]
 
-    class Interrupt(Exception):
-        pass
+    assert_interrupted_run_resumes_identically(
+        config, toy, full, tmp_path, 1, ("test_loss", "train_loss", "transition", "transition_next")
+    )
 
-    def stop_after_one(record):
-        if record["epoch"] == 1:
-            raise Interrupt
 
-    with pytest.raises(Interrupt):
-        train_run(config, toy, checkpoint=tmp_path / "c", on_epoch=stop_after_one)
-    resumed = train_run(config, toy, checkpoint=tmp_path / "c")
-    keys = ("test_loss", "train_loss", "transition", "transition_next")
+class _Interrupt(Exception):
+    pass
+
+
+def assert_interrupted_run_resumes_identically(config, data, full, tmp_path, stop_epoch, keys):
+    """A run killed after ``stop_epoch`` and resumed from its checkpoint ends with ``full``'s
+    history on ``keys``."""
+    from advanced_optimizers.bench.train import train_run
+
+    def stop(record):
+        if record["epoch"] == stop_epoch:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_run(config, data, checkpoint=tmp_path / "c", on_epoch=stop)
+    resumed = train_run(config, data, checkpoint=tmp_path / "c")
     for a, b in zip(resumed.history, full.history, strict=True):
         assert [a[k] for k in keys] == [b[k] for k in keys]
